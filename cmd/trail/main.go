@@ -1,0 +1,126 @@
+// Command trail is a tamper-evident audit log.
+//
+// Usage:
+//
+//	trail verify -data DIR [-json] [-key VKEY]
+//	trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json]
+//	trail version
+//
+// Exit codes: 0 success, 1 failure (including a failed verification), 2 usage error.
+//
+// Files: the data directory (default ./trail-data) holds log/ (a C2SP
+// tlog-tiles tree: checkpoint, tile/...), state/ (the entries being filled,
+// every signed checkpoint, a lock) and keys/ (log.key, mode 0600, and
+// log.vkey, the verifier key).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `trail is a tamper-evident audit log.
+
+Usage:
+  trail verify -data DIR [-json] [-key VKEY]   verify a data directory offline
+  trail bench [-n N] [-batch B] [-c C] [-json] measure the log engine
+  trail version                                print the version
+
+Run "trail COMMAND -h" for a command's flags.
+
+Examples:
+  trail verify -data ./trail-data
+  trail bench -n 1000000 -batch 1000
+  trail bench -n 200000 -batch 1 -c 64 -json
+`
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// failure is an error already reported to the user: exit code 1 with no
+// further message.
+var errReported = errors.New("reported")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "trail: %s\n", ue.msg)
+		return 2
+	case errors.Is(err, errReported):
+		return 1
+	default:
+		fmt.Fprintf(stderr, "trail: %s\n", err)
+		return 1
+	}
+}
+
+// commands maps each subcommand to its run function. Each takes the
+// arguments after its name.
+var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return usageError{"no command given"}
+		}
+		return nil
+	}
+	if args[0] == "version" {
+		fmt.Fprintln(stdout, version())
+		return nil
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		return usageError{fmt.Sprintf("unknown command %q (run \"trail help\")", args[0])}
+	}
+	return cmd(ctx, args[1:], stdout, stderr)
+}
+
+// newFlagSet returns a FlagSet whose errors become usage errors.
+func newFlagSet(name string, stderr io.Writer, help string) *flag.FlagSet {
+	fs := flag.NewFlagSet("trail "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, help)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args, turning errors into usage errors and refusing
+// stray arguments.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}

@@ -1,0 +1,106 @@
+package ledger
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Key files, relative to the data directory.
+const (
+	SigningKeyFile  = "keys/log.key"
+	VerifierKeyFile = "keys/log.vkey"
+)
+
+// Keys is the log's checkpoint signing key and its public verifier key.
+type Keys struct {
+	Signer   note.Signer
+	Verifier note.Verifier
+	// VerifierKey is the printable verifier key, "<origin>+<hash>+<key>".
+	VerifierKey string
+}
+
+// LoadOrCreateKeys reads the signing key from dataDir, creating it (mode
+// 0600, never overwritten) with a fresh origin on first use.
+func LoadOrCreateKeys(dataDir string) (*Keys, error) {
+	skPath, vkPath := filepath.Join(dataDir, SigningKeyFile), filepath.Join(dataDir, VerifierKeyFile)
+	skey, err := os.ReadFile(skPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := createKeys(skPath, vkPath); err != nil {
+			return nil, err
+		}
+		skey, err = os.ReadFile(skPath)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read signing key: %w", err)
+	}
+	signer, err := note.NewSigner(strings.TrimSpace(string(skey)))
+	if err != nil {
+		return nil, fmt.Errorf("bad signing key %s: %w", skPath, err)
+	}
+	vkey, err := os.ReadFile(vkPath)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read verifier key: %w", err)
+	}
+	k := &Keys{Signer: signer, VerifierKey: strings.TrimSpace(string(vkey))}
+	if k.Verifier, err = note.NewVerifier(k.VerifierKey); err != nil {
+		return nil, fmt.Errorf("bad verifier key %s: %w", vkPath, err)
+	}
+	if k.Verifier.KeyHash() != signer.KeyHash() || k.Verifier.Name() != signer.Name() {
+		return nil, fmt.Errorf("verifier key %s does not match signing key %s", vkPath, skPath)
+	}
+	return k, nil
+}
+
+func createKeys(skPath, vkPath string) error {
+	if err := os.MkdirAll(filepath.Dir(skPath), 0o700); err != nil {
+		return err
+	}
+	skey, vkey, err := note.GenerateKey(rand.Reader, newOrigin())
+	if err != nil {
+		return err
+	}
+	// The verifier key first: a crash between the two leaves no signing key
+	// without its public half, and the next start simply makes both again.
+	if err := os.WriteFile(vkPath, []byte(vkey+"\n"), 0o644); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(skPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("couldn't create signing key: %w", err)
+	}
+	if _, err := f.WriteString(skey + "\n"); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// newOrigin names a new log: "<host>/trail/<8 random hex digits>", a
+// schema-less URL-like name that is unique in practice.
+func newOrigin() string {
+	host, err := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
+			return r
+		}
+		return -1
+	}, host)
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	var b [4]byte
+	rand.Read(b[:])
+	return host + "/trail/" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,254 @@
+package ledger_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/trailaudit/trail/internal/c2sp"
+	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/storage/fs"
+)
+
+func openLog(t testing.TB, dir string) *ledger.Log {
+	t.Helper()
+	keys, err := ledger.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := fs.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.Open(t.Context(), ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// refTree computes RFC 6962 roots and proofs directly from the leaf hashes,
+// independently of the ledger's tiles.
+type refTree []tlog.Hash
+
+func (r refTree) root(lo, hi int64) tlog.Hash {
+	if hi-lo == 1 {
+		return r[lo]
+	}
+	k := int64(1)
+	for k*2 < hi-lo {
+		k *= 2
+	}
+	return tlog.NodeHash(r.root(lo, lo+k), r.root(lo+k, hi))
+}
+
+func (r refTree) hashReader() tlog.HashReaderFunc {
+	return func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		for i, x := range idx {
+			level, n := tlog.SplitStoredHashIndex(x)
+			out[i] = r.root(n<<level, (n+1)<<level)
+		}
+		return out, nil
+	}
+}
+
+func TestAppendProveProperty(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir)
+	ctx := t.Context()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var ref refTree
+	var all [][]byte
+	sizes := []int64{}
+	total := 70000 // past one level-1 tile (65,536 entries)
+	if testing.Short() {
+		total = 3000
+	}
+	for len(all) < total {
+		n := 1 + rng.IntN(600)
+		if rng.IntN(4) == 0 {
+			n = 1
+		}
+		batch := make([][]byte, n)
+		for i := range batch {
+			batch[i] = fmt.Appendf(nil, `{"i":%d,"r":%d}`, len(all)+i, rng.Uint64())
+		}
+		first, err := l.Append(ctx, batch...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first != int64(len(all)) {
+			t.Fatalf("Append returned %d, want %d", first, len(all))
+		}
+		for _, e := range batch {
+			ref = append(ref, tlog.RecordHash(e))
+		}
+		all = append(all, batch...)
+		sizes = append(sizes, int64(len(all)))
+		if rng.IntN(8) == 0 {
+			l.Close()
+			l = openLog(t, dir)
+		}
+	}
+	defer l.Close()
+	for range 300 {
+		size := sizes[rng.IntN(len(sizes))]
+		root, err := l.TreeHash(ctx, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := ref.root(0, size); root != want {
+			t.Fatalf("TreeHash(%d) = %x, want %x", size, root, want)
+		}
+		idx := rng.Int64N(size)
+		p, err := l.ProveInclusion(ctx, idx, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, size, root, idx, ref[idx]); err != nil {
+			t.Fatalf("CheckRecord(%d in %d): %v", idx, size, err)
+		}
+		want, _ := tlog.ProveRecord(size, idx, ref.hashReader())
+		if fmt.Sprint(want) != fmt.Sprint(p) {
+			t.Fatalf("ProveInclusion(%d, %d) differs from the reference proof", idx, size)
+		}
+		from := sizes[rng.IntN(len(sizes))]
+		if from > size {
+			from, size = size, from
+			root = ref.root(0, size)
+		}
+		tp, err := l.ProveConsistency(ctx, from, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckTree(tp, size, root, from, ref.root(0, from)); err != nil {
+			t.Fatalf("CheckTree(%d to %d): %v", from, size, err)
+		}
+		e, err := l.ReadEntry(ctx, idx)
+		if err != nil || !bytes.Equal(e, all[idx]) {
+			t.Fatalf("ReadEntry(%d) = %q, %v; want %q", idx, e, err, all[idx])
+		}
+	}
+	cp, err := l.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, _ := note.NewVerifier(mustVKey(t, dir))
+	n, err := note.Open(cp.Note, note.VerifierList(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := c2sp.ParseCheckpoint([]byte(n.Text))
+	if err != nil || c.Size != int64(len(all)) || c.Hash != ref.root(0, c.Size) {
+		t.Fatalf("checkpoint %+v, %v; want size %d", c, err, len(all))
+	}
+}
+
+func mustVKey(t *testing.T, dir string) string {
+	k, err := ledger.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.VerifierKey
+}
+
+func TestConcurrentAppend(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	var wg sync.WaitGroup
+	got := make([]map[int64]string, 16)
+	for w := range got {
+		got[w] = map[int64]string{}
+		wg.Go(func() {
+			for i := range 200 {
+				e := fmt.Sprintf(`{"w":%d,"i":%d}`, w, i)
+				idx, err := l.Append(t.Context(), []byte(e))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got[w][idx] = e
+			}
+		})
+	}
+	wg.Wait()
+	if l.Size() != 16*200 {
+		t.Fatalf("Size() = %d, want %d", l.Size(), 16*200)
+	}
+	for _, m := range got {
+		for idx, want := range m {
+			e, err := l.ReadEntry(t.Context(), idx)
+			if err != nil || string(e) != want {
+				t.Fatalf("ReadEntry(%d) = %q, %v; want %q", idx, e, err, want)
+			}
+		}
+	}
+}
+
+func TestLargeEntry(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	big := bytes.Repeat([]byte("0123456789"), 20000)
+	idx, err := l.Append(t.Context(), []byte("small"), big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := l.ReadEntry(t.Context(), idx+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, ok, err := ledger.ParseLargeRef(leaf)
+	if !ok || err != nil || ref.SHA256 != sha256.Sum256(big) || ref.Size != int64(len(big)) {
+		t.Fatalf("ParseLargeRef(%q) = %+v, %v, %v", leaf, ref, ok, err)
+	}
+	body, err := l.Body(t.Context(), leaf)
+	if err != nil || !bytes.Equal(body, big) {
+		t.Fatalf("Body = %d bytes, %v; want %d bytes", len(body), err, len(big))
+	}
+	if _, err := l.Append(t.Context(), leaf); !errors.Is(err, ledger.ErrReserved) {
+		t.Fatalf("Append(reference) = %v, want ErrReserved", err)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir)
+	ctx := t.Context()
+	if _, err := l.Append(ctx); !errors.Is(err, ledger.ErrEmpty) {
+		t.Errorf("Append() = %v, want ErrEmpty", err)
+	}
+	if _, err := l.Append(ctx, []byte("a"), nil); !errors.Is(err, ledger.ErrEmpty) {
+		t.Errorf("Append(a, nil) = %v, want ErrEmpty", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := l.Append(cctx, []byte("x")); !errors.Is(err, context.Canceled) {
+		t.Errorf("Append(cancelled) = %v, want context.Canceled", err)
+	}
+	if _, err := l.Append(ctx, make([]byte, ledger.MaxEntrySize+1)); !errors.Is(err, ledger.ErrTooBig) {
+		t.Errorf("Append(huge) = %v, want ErrTooBig", err)
+	}
+	if l.Size() != 0 {
+		t.Errorf("Size() = %d after rejected appends, want 0", l.Size())
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(ctx, []byte("x")); !errors.Is(err, ledger.ErrClosed) {
+		t.Errorf("Append after Close = %v, want ErrClosed", err)
+	}
+	l = openLog(t, dir)
+	defer l.Close()
+	if l.Size() != 0 {
+		t.Errorf("reopened Size() = %d, want 0", l.Size())
+	}
+}

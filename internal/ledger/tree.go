@@ -1,0 +1,196 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/trailaudit/trail/internal/c2sp"
+	"github.com/trailaudit/trail/internal/storage"
+)
+
+// edge is the right edge of the tree: for each tile level L, the hashes (of
+// Merkle level 8·L) in the tile not yet full. Everything left of the edge is
+// in full tiles in storage.
+//
+// The committer appends to its own edge and publishes copies of the slice
+// headers. Elements below a published length are never written again: a
+// full tile's slice is replaced, not reused. So readers use a snapshot
+// without locks.
+type edge struct {
+	size   int64
+	levels [][]tlog.Hash
+}
+
+func (e *edge) snapshot() edge {
+	return edge{size: e.size, levels: append([][]tlog.Hash(nil), e.levels...)}
+}
+
+// push adds one leaf hash, collecting the full tiles of level 1 and above
+// that it completes into tiles.
+func (e *edge) push(h tlog.Hash, tiles *[]storage.Tile) {
+	e.size++
+	for level := 0; ; level++ {
+		if len(e.levels) <= level {
+			e.levels = append(e.levels, make([]tlog.Hash, 0, c2sp.TileWidth))
+		}
+		e.levels[level] = append(e.levels[level], h)
+		if len(e.levels[level]) < c2sp.TileWidth {
+			return
+		}
+		full := e.levels[level]
+		if level > 0 {
+			n := (e.size>>(c2sp.TileHeight*level))/c2sp.TileWidth - 1
+			*tiles = append(*tiles, storage.Tile{Level: level, N: n, Hashes: full})
+		}
+		e.levels[level] = make([]tlog.Hash, 0, c2sp.TileWidth)
+		h = subtreeHash(full)
+	}
+}
+
+// partials returns the partial tiles of every level at the edge's size: what a
+// C2SP reader fetches for a checkpoint of that size.
+func (e *edge) partials() []storage.Tile {
+	var out []storage.Tile
+	for level, hs := range e.levels {
+		if len(hs) > 0 {
+			n := (e.size >> (c2sp.TileHeight * level)) / c2sp.TileWidth
+			out = append(out, storage.Tile{Level: level, N: n, Hashes: hs})
+		}
+	}
+	return out
+}
+
+// subtreeHash is the Merkle hash of a power-of-two run of sibling hashes.
+func subtreeHash(hs []tlog.Hash) tlog.Hash {
+	if len(hs) == 1 {
+		return hs[0]
+	}
+	buf := make([]tlog.Hash, len(hs)/2)
+	for i := range buf {
+		buf[i] = tlog.NodeHash(hs[2*i], hs[2*i+1])
+	}
+	for len(buf) > 1 {
+		for i := range len(buf) / 2 {
+			buf[i] = tlog.NodeHash(buf[2*i], buf[2*i+1])
+		}
+		buf = buf[:len(buf)/2]
+	}
+	return buf[0]
+}
+
+// tileCache keeps recently read full tiles; they never change.
+type tileCache struct {
+	mu    sync.Mutex
+	tiles map[[2]int64][]tlog.Hash
+	order [][2]int64
+	max   int
+}
+
+func (c *tileCache) get(level int, n int64) ([]tlog.Hash, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.tiles[[2]int64{int64(level), n}]
+	return t, ok
+}
+
+func (c *tileCache) put(level int, n int64, t []tlog.Hash) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := [2]int64{int64(level), n}
+	if _, ok := c.tiles[k]; ok {
+		return
+	}
+	if c.tiles == nil {
+		c.tiles = map[[2]int64][]tlog.Hash{}
+	}
+	if len(c.order) >= c.max {
+		delete(c.tiles, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.tiles[k] = t
+	c.order = append(c.order, k)
+}
+
+// fullTile returns the full tile (level, n) from the cache or storage.
+func (l *Log) fullTile(ctx context.Context, level int, n int64) ([]tlog.Hash, error) {
+	if t, ok := l.tiles.get(level, n); ok {
+		return t, nil
+	}
+	t, err := l.store.ReadTile(ctx, level, n)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read tile %d/%d: %w", level, n, err)
+	}
+	if len(t) != c2sp.TileWidth {
+		return nil, &storage.CorruptionError{
+			Where: c2sp.Tile{Level: level, N: n, Width: c2sp.TileWidth}.Path(),
+			What:  fmt.Sprintf("holds %d hashes, want %d", len(t), c2sp.TileWidth),
+		}
+	}
+	l.tiles.put(level, n, t)
+	return t, nil
+}
+
+// hashReader serves tlog's stored-hash requests for any tree size up to the
+// snapshot's, from the snapshot's edge and full tiles.
+func (l *Log) hashReader(ctx context.Context, snap edge) tlog.HashReaderFunc {
+	return func(indexes []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(indexes))
+		for i, x := range indexes {
+			level, k := tlog.SplitStoredHashIndex(x)
+			tl, sub := level/c2sp.TileHeight, level%c2sp.TileHeight
+			lo := k << sub
+			n, off, cnt := lo/c2sp.TileWidth, int(lo%c2sp.TileWidth), 1<<sub
+			var hs []tlog.Hash
+			if n == (snap.size>>(c2sp.TileHeight*tl))/c2sp.TileWidth {
+				if tl < len(snap.levels) {
+					hs = snap.levels[tl]
+				}
+			} else {
+				var err error
+				if hs, err = l.fullTile(ctx, tl, n); err != nil {
+					return nil, err
+				}
+			}
+			if off+cnt > len(hs) {
+				return nil, fmt.Errorf("hash %d/%d is beyond the tree of size %d", level, k, snap.size)
+			}
+			out[i] = subtreeHash(hs[off : off+cnt])
+		}
+		return out, nil
+	}
+}
+
+// rebuildEdge reconstructs the right edge of a stored tree of the given size.
+func (l *Log) rebuildEdge(ctx context.Context, size int64) (edge, error) {
+	e := edge{size: size}
+	for level := 0; size>>(c2sp.TileHeight*level) > 0; level++ {
+		count := int((size >> (c2sp.TileHeight * level)) % c2sp.TileWidth)
+		hs := make([]tlog.Hash, 0, c2sp.TileWidth)
+		if count > 0 {
+			base := (size >> (c2sp.TileHeight * level)) / c2sp.TileWidth * c2sp.TileWidth
+			if level == 0 {
+				t, err := l.store.ReadTile(ctx, 0, base/c2sp.TileWidth)
+				if err != nil {
+					return e, fmt.Errorf("couldn't read the newest hashes: %w", err)
+				}
+				if len(t) < count {
+					return e, &storage.CorruptionError{Where: fmt.Sprintf("level-0 tile %d", base/c2sp.TileWidth), What: fmt.Sprintf("holds %d hashes, want %d", len(t), count)}
+				}
+				hs = append(hs, t[:count]...)
+			} else {
+				for j := range int64(count) {
+					t, err := l.fullTile(ctx, level-1, base+j)
+					if err != nil {
+						return e, err
+					}
+					hs = append(hs, subtreeHash(t))
+				}
+			}
+		}
+		e.levels = append(e.levels, hs)
+	}
+	return e, nil
+}

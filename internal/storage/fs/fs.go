@@ -1,0 +1,656 @@
+// Package fs is the default storage backend: a data directory whose log/
+// folder is a C2SP tlog-tiles tree that any static file server can publish.
+//
+// Layout under the root:
+//
+//	log/checkpoint                 newest signed checkpoint
+//	log/tile/<L>/<N>[.p/<W>]       hash tiles
+//	log/tile/entries/<N>[.p/<W>]   entry bundles
+//	log/large/<sha256 hex>         bodies of entries too large for a bundle
+//	state/staging/entries-<N>      the bundle being filled, appended in place
+//	state/staging/hashes-<N>       its leaf hashes: the level-0 tile being filled
+//	state/checkpoints              every signed checkpoint, append-only
+//	state/lock                     held while a process has the log open
+//
+// Entry data is written once. A group commit appends entries and their leaf
+// hashes to the two staging files of each bundle it touches and fdatasyncs
+// them (concurrently); when a bundle fills up, its two files are renamed to
+// their C2SP paths, where they are sealed and never written again. Hash tiles
+// of level 1 and above are written when full, durably, before the commit is
+// acknowledged.
+//
+// Recovery (Open) relies on this: a staging file holds acknowledged entries
+// followed, after a crash, by at most a torn tail. Every staged entry is
+// checked against its stored leaf hash. A mismatch with nothing intact after
+// it is a torn tail, dropped; a mismatch followed by intact entries is
+// damage, reported as a storage.CorruptionError and never repaired.
+package fs
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/trailaudit/trail/internal/c2sp"
+	"github.com/trailaudit/trail/internal/storage"
+)
+
+var _ storage.Backend = (*FS)(nil)
+
+// FS is a log stored in a directory.
+type FS struct {
+	root    string
+	logDir  string
+	stgDir  string
+	logger  *slog.Logger
+	lock    *os.File
+	stgSync *os.File // the staging directory, for syncing new names
+
+	size atomic.Int64
+
+	// Writer state, owned by Append.
+	cur  *staged
+	buf  []byte
+	dirs map[string]bool // directories known to exist
+
+	cpMu   sync.Mutex
+	hist   *os.File
+	closed atomic.Bool
+}
+
+// staged is the open pair of staging files for the bundle being filled.
+type staged struct {
+	n        int64
+	count    int
+	entries  *os.File
+	hashes   *os.File
+	entryLen int64 // bytes in entries
+}
+
+// Open opens or creates the log stored under root, recovering from a crash if
+// there was one. It returns a *storage.CorruptionError if stored data is
+// damaged.
+func Open(root string, logger *slog.Logger) (*FS, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &FS{
+		root:   root,
+		logDir: filepath.Join(root, "log"),
+		stgDir: filepath.Join(root, "state", "staging"),
+		logger: logger,
+		dirs:   map[string]bool{},
+	}
+	for _, d := range []string{root, filepath.Join(root, "state"), s.stgDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("couldn't create data directory: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(s.logDir, "tile", "entries"), 0o755); err != nil {
+		return nil, fmt.Errorf("couldn't create data directory: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(root, "state", "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := lockDir(lock); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("%s: %w", root, err)
+	}
+	s.lock = lock
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	if s.stgSync, err = os.Open(s.stgDir); err != nil {
+		return nil, err
+	}
+	if err := s.recoverEntries(); err != nil {
+		return nil, err
+	}
+	if err := s.openHistory(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+func (s *FS) tilePath(level int, n int64) string {
+	return filepath.Join(s.logDir, filepath.FromSlash(c2sp.Tile{Level: level, N: n, Width: c2sp.TileWidth}.Path()))
+}
+
+func (s *FS) stagePath(kind string, n int64) string {
+	return filepath.Join(s.stgDir, fmt.Sprintf("%s-%012d", kind, n))
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// recoverEntries finds the durable entries and leaves the staging area
+// holding exactly the partial bundle after them.
+func (s *FS) recoverEntries() error {
+	// Sealed bundles are contiguous from 0: find how many with a galloping
+	// binary search on their existence.
+	sealed := func(n int64) bool { return exists(s.tilePath(c2sp.EntriesLevel, n)) }
+	var lo, hi int64 = 0, 1
+	for sealed(hi - 1) {
+		lo, hi = hi, hi*2
+	}
+	for lo < hi { // first unsealed bundle is in [lo, hi)
+		mid := lo + (hi-lo)/2
+		if sealed(mid) {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	n := lo
+	if n > 0 && !exists(s.tilePath(0, n-1)) {
+		// The entries were renamed into place but the hashes' rename did not
+		// survive the crash: finish sealing.
+		if err := os.Rename(s.stagePath("hashes", n-1), s.tilePath(0, n-1)); err != nil {
+			return &storage.CorruptionError{Where: s.tilePath(0, n-1), What: "hash tile of a sealed bundle is missing"}
+		}
+	}
+
+	names, err := os.ReadDir(s.stgDir)
+	if err != nil {
+		return err
+	}
+	var partial *staged
+	for {
+		ep, hp := s.stagePath("entries", n), s.stagePath("hashes", n)
+		eb, err := os.ReadFile(ep)
+		if errors.Is(err, fs.ErrNotExist) {
+			break
+		} else if err != nil {
+			return err
+		}
+		hb, err := os.ReadFile(hp)
+		if errors.Is(err, fs.ErrNotExist) {
+			hb, err = os.ReadFile(s.tilePath(0, n)) // renamed first when sealing
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		entries, ebytes, err := checkStaged(n, ep, eb, hb)
+		if err != nil {
+			return err
+		}
+		if len(entries) == c2sp.TileWidth {
+			if err := s.seal(n); err != nil {
+				return err
+			}
+			n++
+			continue
+		}
+		if int64(len(eb)) > ebytes || int64(len(hb)) > int64(len(entries))*tlog.HashSize {
+			s.logger.Warn("dropping torn tail of unacknowledged entries",
+				"bundle", n, "kept_entries", len(entries), "dropped_bytes", int64(len(eb))-ebytes)
+		}
+		partial = &staged{n: n, count: len(entries), entryLen: ebytes}
+		if partial.entries, err = openTruncated(ep, ebytes); err != nil {
+			return err
+		}
+		if partial.hashes, err = openTruncated(hp, int64(len(entries))*tlog.HashSize); err != nil {
+			partial.entries.Close()
+			return err
+		}
+		break
+	}
+	size := n * c2sp.TileWidth
+	if partial != nil {
+		size += int64(partial.count)
+		if partial.count == 0 {
+			s.closeStaged(partial)
+			partial = nil
+		}
+	}
+	s.cur = partial
+	// Anything staged beyond the partial bundle is the torn tail of a commit
+	// that spanned bundles and never completed.
+	for _, de := range names {
+		kind, num, ok := strings.Cut(de.Name(), "-")
+		idx, err := strconv.ParseInt(num, 10, 64)
+		if !ok || err != nil || (kind != "entries" && kind != "hashes") {
+			continue
+		}
+		if idx > n || (idx == n && s.cur == nil) {
+			s.logger.Warn("dropping staged data of an unacknowledged commit", "file", de.Name())
+			if err := os.Remove(filepath.Join(s.stgDir, de.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	s.size.Store(size)
+	return s.stgSync.Sync()
+}
+
+// checkStaged validates a staging bundle against its staged leaf hashes and
+// returns the intact entries and the bytes they span.
+func checkStaged(n int64, path string, eb, hb []byte) ([][]byte, int64, error) {
+	entries, _, _ := c2sp.ParseBundle(eb)
+	if len(entries) > c2sp.TileWidth {
+		return nil, 0, &storage.CorruptionError{Where: path, What: fmt.Sprintf("%d entries in one bundle", len(entries))}
+	}
+	m := min(len(entries), len(hb)/tlog.HashSize)
+	hashAt := func(i int) tlog.Hash { return tlog.Hash(hb[i*tlog.HashSize : (i+1)*tlog.HashSize]) }
+	for i := range m {
+		if tlog.RecordHash(entries[i]) == hashAt(i) {
+			continue
+		}
+		for j := i + 1; j < m; j++ {
+			if tlog.RecordHash(entries[j]) == hashAt(j) {
+				return nil, 0, &storage.CorruptionError{
+					Where: fmt.Sprintf("%s (entry %d)", path, n*c2sp.TileWidth+int64(i)),
+					What:  fmt.Sprintf("leaf hash %x, stored hash %x, and later entries are intact", tlog.RecordHash(entries[i]), hashAt(i)),
+				}
+			}
+		}
+		m = i
+		break
+	}
+	entries = entries[:m]
+	var span int64
+	for _, e := range entries {
+		span += 2 + int64(len(e))
+	}
+	return entries, span, nil
+}
+
+func openTruncated(path string, size int64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(size, 0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := datasync(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func (s *FS) closeStaged(st *staged) {
+	if st.entries != nil {
+		st.entries.Close()
+	}
+	if st.hashes != nil {
+		st.hashes.Close()
+	}
+}
+
+// seal moves a full, synced bundle and its level-0 tile to their C2SP paths.
+// The renames need not be durable: recovery finds either name.
+func (s *FS) seal(n int64) error {
+	tp, ep := s.tilePath(0, n), s.tilePath(c2sp.EntriesLevel, n)
+	for _, p := range []string{tp, ep} {
+		if err := s.mkdirFor(p); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(s.stagePath("hashes", n), tp); err != nil && !(errors.Is(err, fs.ErrNotExist) && exists(tp)) {
+		return err
+	}
+	if err := os.Rename(s.stagePath("entries", n), ep); err != nil {
+		return err
+	}
+	os.RemoveAll(tp + ".p")
+	os.RemoveAll(ep + ".p")
+	return nil
+}
+
+func (s *FS) mkdirFor(path string) error {
+	dir := filepath.Dir(path)
+	if s.dirs[dir] {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	s.dirs[dir] = true
+	return nil
+}
+
+// Size implements storage.Backend.
+func (s *FS) Size() int64 { return s.size.Load() }
+
+var errClosed = errors.New("storage is closed")
+
+// Append implements storage.Backend.
+func (s *FS) Append(ctx context.Context, b *storage.Batch) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.Start != s.Size() {
+		return fmt.Errorf("batch starts at %d, log size is %d", b.Start, s.Size())
+	}
+	if len(b.Entries) != len(b.Hashes) {
+		return fmt.Errorf("batch has %d entries and %d hashes", len(b.Entries), len(b.Hashes))
+	}
+	for _, e := range b.Entries {
+		if len(e) == 0 || len(e) > c2sp.MaxEntrySize {
+			return fmt.Errorf("entry of %d bytes cannot be stored in a bundle", len(e))
+		}
+	}
+	var (
+		dirty   []*os.File
+		full    []*staged
+		created bool
+	)
+	for i := 0; i < len(b.Entries); {
+		if s.cur == nil {
+			n := (b.Start + int64(i)) / c2sp.TileWidth
+			st, err := s.create(n)
+			if err != nil {
+				return err
+			}
+			s.cur, created = st, true
+		}
+		st := s.cur
+		k := min(c2sp.TileWidth-st.count, len(b.Entries)-i)
+		s.buf = s.buf[:0]
+		for _, e := range b.Entries[i : i+k] {
+			s.buf = c2sp.AppendEntry(s.buf, e)
+		}
+		if _, err := st.entries.Write(s.buf); err != nil {
+			return err
+		}
+		st.entryLen += int64(len(s.buf))
+		hashes := b.Hashes[i : i+k]
+		if _, err := st.hashes.Write(unsafe.Slice((*byte)(unsafe.Pointer(&hashes[0])), len(hashes)*tlog.HashSize)); err != nil {
+			return err
+		}
+		st.count += k
+		dirty = append(dirty, st.entries, st.hashes)
+		if st.count == c2sp.TileWidth {
+			full = append(full, st)
+			s.cur = nil
+		}
+		i += k
+	}
+	if created {
+		dirty = append(dirty, s.stgSync)
+	}
+	if err := syncAll(dirty); err != nil {
+		return fmt.Errorf("couldn't sync entries: %w", err)
+	}
+	for _, t := range b.Tiles {
+		p := s.tilePath(t.Level, t.N)
+		if err := writeFileDurable(p, hashBytes(t.Hashes), 0o644); err != nil {
+			return fmt.Errorf("couldn't write tile: %w", err)
+		}
+		os.RemoveAll(p + ".p")
+	}
+	for _, st := range full {
+		s.closeStaged(st)
+		if err := s.seal(st.n); err != nil {
+			return fmt.Errorf("couldn't seal bundle %d: %w", st.n, err)
+		}
+	}
+	s.size.Add(int64(len(b.Entries)))
+	return nil
+}
+
+func (s *FS) create(n int64) (*staged, error) {
+	st := &staged{n: n}
+	var err error
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL | os.O_APPEND
+	if st.entries, err = os.OpenFile(s.stagePath("entries", n), flags, 0o644); err != nil {
+		return nil, err
+	}
+	if st.hashes, err = os.OpenFile(s.stagePath("hashes", n), flags, 0o644); err != nil {
+		st.entries.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func hashBytes(h []tlog.Hash) []byte {
+	if len(h) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&h[0])), len(h)*tlog.HashSize)
+}
+
+// readBundle returns the stored bytes of bundle n, sealed or staged.
+func (s *FS) readBundle(n int64) ([]byte, error) {
+	b, err := os.ReadFile(s.tilePath(c2sp.EntriesLevel, n))
+	if errors.Is(err, fs.ErrNotExist) {
+		b, err = os.ReadFile(s.stagePath("entries", n))
+		if errors.Is(err, fs.ErrNotExist) {
+			// Sealed between the two reads.
+			b, err = os.ReadFile(s.tilePath(c2sp.EntriesLevel, n))
+		}
+	}
+	return b, err
+}
+
+// ReadEntries implements storage.Backend.
+func (s *FS) ReadEntries(ctx context.Context, start, end int64) ([][]byte, error) {
+	if start < 0 || end < start || end > s.Size() {
+		return nil, fmt.Errorf("entries [%d, %d): %w", start, end, storage.ErrNotFound)
+	}
+	out := make([][]byte, 0, end-start)
+	for n := start / c2sp.TileWidth; n*c2sp.TileWidth < end; n++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		b, err := s.readBundle(n)
+		if err != nil {
+			return nil, fmt.Errorf("couldn't read bundle %d: %w", n, err)
+		}
+		entries, _, _ := c2sp.ParseBundle(b)
+		lo := max(start-n*c2sp.TileWidth, 0)
+		hi := min(end-n*c2sp.TileWidth, c2sp.TileWidth)
+		if int64(len(entries)) < hi {
+			return nil, &storage.CorruptionError{
+				Where: c2sp.Tile{Level: c2sp.EntriesLevel, N: n, Width: c2sp.TileWidth}.Path(),
+				What:  fmt.Sprintf("holds %d entries, want at least %d", len(entries), hi),
+			}
+		}
+		out = append(out, entries[lo:hi]...)
+	}
+	return out, nil
+}
+
+// ReadTile implements storage.Backend.
+func (s *FS) ReadTile(ctx context.Context, level int, n int64) ([]tlog.Hash, error) {
+	b, err := os.ReadFile(s.tilePath(level, n))
+	if errors.Is(err, fs.ErrNotExist) && level == 0 {
+		b, err = os.ReadFile(s.stagePath("hashes", n))
+		if errors.Is(err, fs.ErrNotExist) {
+			b, err = os.ReadFile(s.tilePath(level, n))
+		}
+		b = b[:len(b)/tlog.HashSize*tlog.HashSize] // a write may be in flight
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("tile %d/%d: %w", level, n, storage.ErrNotFound)
+	} else if err != nil {
+		return nil, err
+	}
+	if len(b)%tlog.HashSize != 0 || len(b) > c2sp.TileWidth*tlog.HashSize {
+		return nil, &storage.CorruptionError{Where: s.tilePath(level, n), What: fmt.Sprintf("%d bytes is not a tile", len(b))}
+	}
+	h := make([]tlog.Hash, len(b)/tlog.HashSize)
+	copy(hashBytes(h), b)
+	return h, nil
+}
+
+func (s *FS) blobPath(sum [32]byte) string {
+	return filepath.Join(s.logDir, "large", hex.EncodeToString(sum[:]))
+}
+
+// PutBlob implements storage.Backend.
+func (s *FS) PutBlob(ctx context.Context, sum [32]byte, body []byte) error {
+	p := s.blobPath(sum)
+	if exists(p) {
+		return nil
+	}
+	return writeFileDurable(p, body, 0o644)
+}
+
+// ReadBlob implements storage.Backend.
+func (s *FS) ReadBlob(ctx context.Context, sum [32]byte) ([]byte, error) {
+	b, err := os.ReadFile(s.blobPath(sum))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("large entry body %x: %w", sum, storage.ErrNotFound)
+	}
+	return b, err
+}
+
+func (s *FS) historyPath() string { return filepath.Join(s.root, "state", "checkpoints") }
+
+func (s *FS) openHistory() error {
+	b, err := os.ReadFile(s.historyPath())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	bodies, n, err := parseRecords(b)
+	if err != nil {
+		// Only the last record can be torn; anything after a bad record
+		// that parses again is damage.
+		if rest, _, _ := parseRecords(b[n+1:]); err == errCorruptRecord && len(rest) > 0 {
+			return &storage.CorruptionError{Where: s.historyPath(), What: fmt.Sprintf("checkpoint record at byte %d fails its checksum", n)}
+		}
+		s.logger.Warn("dropping torn checkpoint record", "file", s.historyPath(), "offset", n)
+	}
+	f, err := openTruncated(s.historyPath(), int64(n))
+	if err != nil {
+		return err
+	}
+	s.hist = f
+	if len(bodies) == 0 {
+		return nil
+	}
+	// The published checkpoint is written after the history: bring it up to
+	// date if a crash came in between.
+	last := bodies[len(bodies)-1]
+	cur, err := os.ReadFile(filepath.Join(s.logDir, "checkpoint"))
+	if err != nil || string(cur) != string(last) {
+		if err == nil && !slices.ContainsFunc(bodies, func(b []byte) bool { return string(b) == string(cur) }) {
+			return &storage.CorruptionError{Where: filepath.Join(s.logDir, "checkpoint"), What: "is not a checkpoint this log signed"}
+		}
+		return writeFileDurable(filepath.Join(s.logDir, "checkpoint"), last, 0o644)
+	}
+	return nil
+}
+
+// AddCheckpoint implements storage.Backend.
+func (s *FS) AddCheckpoint(ctx context.Context, c *storage.Checkpoint) error {
+	s.cpMu.Lock()
+	defer s.cpMu.Unlock()
+	if s.closed.Load() {
+		return errClosed
+	}
+	// Partial tiles first, so that a reader who sees the checkpoint finds them.
+	for _, t := range c.Partials {
+		full := s.tilePath(t.Level, t.N)
+		p := filepath.Join(s.logDir, filepath.FromSlash(c2sp.Tile{Level: t.Level, N: t.N, Width: len(t.Hashes)}.Path()))
+		if err := s.writePartial(p, full, hashBytes(t.Hashes)); err != nil {
+			return err
+		}
+	}
+	if w := c.Size % c2sp.TileWidth; w > 0 {
+		n := c.Size / c2sp.TileWidth
+		b, err := s.readBundle(n)
+		if err != nil {
+			return err
+		}
+		entries, _, _ := c2sp.ParseBundle(b)
+		if int64(len(entries)) < w {
+			return fmt.Errorf("bundle %d holds %d entries, checkpoint needs %d", n, len(entries), w)
+		}
+		var span int
+		for _, e := range entries[:w] {
+			span += 2 + len(e)
+		}
+		p := filepath.Join(s.logDir, filepath.FromSlash(c2sp.Tile{Level: c2sp.EntriesLevel, N: n, Width: int(w)}.Path()))
+		if err := s.writePartial(p, s.tilePath(c2sp.EntriesLevel, n), b[:span]); err != nil {
+			return err
+		}
+	}
+	if _, err := s.hist.Write(appendRecord(nil, c.Note)); err != nil {
+		return fmt.Errorf("couldn't record checkpoint: %w", err)
+	}
+	if err := datasync(s.hist); err != nil {
+		return fmt.Errorf("couldn't record checkpoint: %w", err)
+	}
+	return writeFileDurable(filepath.Join(s.logDir, "checkpoint"), c.Note, 0o644)
+}
+
+// writePartial writes a partial tile unless it exists, and removes it again
+// if the full tile appeared meanwhile (Append removes partials after sealing,
+// so one of the two always does).
+func (s *FS) writePartial(path, full string, data []byte) error {
+	if exists(path) {
+		return nil
+	}
+	if err := writeFileDurable(path, data, 0o644); err != nil {
+		return fmt.Errorf("couldn't write partial tile: %w", err)
+	}
+	if exists(full) {
+		os.RemoveAll(full + ".p")
+	}
+	return nil
+}
+
+// Checkpoints implements storage.Backend.
+func (s *FS) Checkpoints(ctx context.Context) ([][]byte, error) {
+	s.cpMu.Lock()
+	defer s.cpMu.Unlock()
+	b, err := os.ReadFile(s.historyPath())
+	if err != nil {
+		return nil, err
+	}
+	bodies, _, err := parseRecords(b)
+	if err != nil {
+		return nil, &storage.CorruptionError{Where: s.historyPath(), What: err.Error()}
+	}
+	return bodies, nil
+}
+
+// Close implements storage.Backend.
+func (s *FS) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.cpMu.Lock()
+	defer s.cpMu.Unlock()
+	if s.cur != nil {
+		s.closeStaged(s.cur)
+	}
+	for _, f := range []*os.File{s.hist, s.stgSync, s.lock} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	return nil
+}
