@@ -69,14 +69,26 @@ func createKeys(skPath, vkPath string) error {
 	}
 	// The verifier key first: a crash between the two leaves no signing key
 	// without its public half, and the next start simply makes both again.
-	if err := os.WriteFile(vkPath, []byte(vkey+"\n"), 0o644); err != nil {
+	if err := writeSynced(vkPath, os.O_TRUNC, 0o644, vkey); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(skPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := writeSynced(skPath, os.O_EXCL, 0o600, skey); err != nil {
 		return fmt.Errorf("couldn't create signing key: %w", err)
 	}
-	if _, err := f.WriteString(skey + "\n"); err != nil {
+	d, err := os.Open(filepath.Dir(skPath))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func writeSynced(path string, flag int, perm os.FileMode, line string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|flag, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(line + "\n"); err != nil {
 		f.Close()
 		return err
 	}

@@ -153,7 +153,7 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		if root != cp.Hash {
 			return nil, &storage.CorruptionError{
 				Where: fmt.Sprintf("tree of size %d", cp.Size),
-				What:  fmt.Sprintf("root hash %x differs from the newest checkpoint's %x", root, cp.Hash),
+				What:  fmt.Sprintf("root hash %s differs from the newest checkpoint's %s", root, cp.Hash),
 			}
 		}
 		l.latest.Store(cp)

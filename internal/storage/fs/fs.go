@@ -260,7 +260,7 @@ func checkStaged(n int64, path string, eb, hb []byte) ([][]byte, int64, error) {
 			if tlog.RecordHash(entries[j]) == hashAt(j) {
 				return nil, 0, &storage.CorruptionError{
 					Where: fmt.Sprintf("%s (entry %d)", path, n*c2sp.TileWidth+int64(i)),
-					What:  fmt.Sprintf("leaf hash %x, stored hash %x, and later entries are intact", tlog.RecordHash(entries[i]), hashAt(i)),
+					What:  fmt.Sprintf("leaf hash %s, stored hash %s, and later entries are intact", tlog.RecordHash(entries[i]), hashAt(i)),
 				}
 			}
 		}
