@@ -4,6 +4,7 @@
 //
 //	trail verify -data DIR [-json] [-key VKEY]
 //	trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json]
+//	trail key [-data DIR]
 //	trail version
 //
 // Exit codes: 0 success, 1 failure (including a failed verification), 2 usage error.
@@ -30,6 +31,7 @@ const usage = `trail is a tamper-evident audit log.
 Usage:
   trail verify -data DIR [-json] [-key VKEY]   verify a data directory offline
   trail bench [-n N] [-batch B] [-c C] [-json] measure the log engine
+  trail key [-data DIR]                        print the log's verifier key
   trail version                                print the version
 
 Run "trail COMMAND -h" for a command's flags.
