@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,27 +126,32 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	if l.logger == nil {
 		l.logger = slog.New(slog.DiscardHandler)
 	}
-	var err error
-	if l.w, err = l.rebuildEdge(ctx, l.store.Size()); err != nil {
-		return nil, err
-	}
-	l.pub = l.w.snapshot()
 	notes, err := l.store.Checkpoints(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("couldn't read checkpoints: %w", err)
 	}
+	var cp *Checkpoint
 	if len(notes) > 0 {
-		last := notes[len(notes)-1]
-		cp, err := l.ParseCheckpoint(last)
-		if err != nil {
+		if cp, err = l.ParseCheckpoint(notes[len(notes)-1]); err != nil {
 			return nil, &storage.CorruptionError{Where: "newest checkpoint", What: err.Error()}
 		}
-		if cp.Size > l.pub.size {
-			return nil, &storage.CorruptionError{
-				Where: fmt.Sprintf("entries %d to %d", l.pub.size, cp.Size-1),
-				What:  fmt.Sprintf("missing: the newest checkpoint covers %d entries, storage holds %d", cp.Size, l.pub.size),
-			}
+	}
+	size := l.store.Size()
+	if cp != nil && cp.Size > size {
+		return nil, &storage.CorruptionError{
+			Where: fmt.Sprintf("entries %d to %d", size, cp.Size-1),
+			What:  fmt.Sprintf("missing: the newest checkpoint covers %d entries, storage holds %d", cp.Size, size),
 		}
+	}
+	var signed int64
+	if cp != nil {
+		signed = cp.Size
+	}
+	if l.w, err = l.rebuildEdge(ctx, size, signed); err != nil {
+		return nil, err
+	}
+	l.pub = l.w.snapshot()
+	if cp != nil {
 		root, err := tlog.TreeHash(cp.Size, l.hashReader(ctx, l.pub))
 		if err != nil {
 			return nil, err
@@ -249,6 +255,10 @@ func (l *Log) commitLoop() {
 	for req := range l.reqs {
 		batch = append(batch[:0], req)
 		n := len(req.entries)
+		// Take what is queued. Appenders woken by the previous commit are
+		// usually about to queue again: yield once to let them, which costs
+		// a lone caller microseconds, not a timer's wait.
+		yielded := false
 	drain:
 		for n < maxBatchEntries {
 			select {
@@ -259,7 +269,11 @@ func (l *Log) commitLoop() {
 				batch = append(batch, r)
 				n += len(r.entries)
 			default:
-				break drain
+				if yielded {
+					break drain
+				}
+				yielded = true
+				runtime.Gosched()
 			}
 		}
 		l.commit(batch, n)

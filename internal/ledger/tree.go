@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -163,8 +164,12 @@ func (l *Log) hashReader(ctx context.Context, snap edge) tlog.HashReaderFunc {
 	}
 }
 
-// rebuildEdge reconstructs the right edge of a stored tree of the given size.
-func (l *Log) rebuildEdge(ctx context.Context, size int64) (edge, error) {
+// rebuildEdge reconstructs the right edge of a stored tree of the given
+// size. A full tile of level 1 or above that is missing and covers entries
+// past the newest checkpoint (signed) is the work of a commit that a crash
+// cut short after its entries were durable: it is recomputed from the level
+// below and stored. Any other missing tile is damage.
+func (l *Log) rebuildEdge(ctx context.Context, size, signed int64) (edge, error) {
 	e := edge{size: size}
 	for level := 0; size>>(c2sp.TileHeight*level) > 0; level++ {
 		count := int((size >> (c2sp.TileHeight * level)) % c2sp.TileWidth)
@@ -182,7 +187,7 @@ func (l *Log) rebuildEdge(ctx context.Context, size int64) (edge, error) {
 				hs = append(hs, t[:count]...)
 			} else {
 				for j := range int64(count) {
-					t, err := l.fullTile(ctx, level-1, base+j)
+					t, err := l.restoreTile(ctx, level-1, base+j, signed)
 					if err != nil {
 						return e, err
 					}
@@ -193,4 +198,33 @@ func (l *Log) rebuildEdge(ctx context.Context, size int64) (edge, error) {
 		e.levels = append(e.levels, hs)
 	}
 	return e, nil
+}
+
+// restoreTile reads a full tile, recomputing and storing it if a crash
+// prevented its writing (see rebuildEdge).
+func (l *Log) restoreTile(ctx context.Context, level int, n, signed int64) ([]tlog.Hash, error) {
+	t, err := l.fullTile(ctx, level, n)
+	if level == 0 || !errors.Is(err, storage.ErrNotFound) {
+		return t, err
+	}
+	if end := (n + 1) << (c2sp.TileHeight * (level + 1)); end <= signed {
+		return nil, &storage.CorruptionError{
+			Where: c2sp.Tile{Level: level, N: n, Width: c2sp.TileWidth}.Path(),
+			What:  fmt.Sprintf("missing, though the newest checkpoint (size %d) covers it", signed),
+		}
+	}
+	t = make([]tlog.Hash, c2sp.TileWidth)
+	for k := range t {
+		below, err := l.restoreTile(ctx, level-1, n*c2sp.TileWidth+int64(k), signed)
+		if err != nil {
+			return nil, err
+		}
+		t[k] = subtreeHash(below)
+	}
+	l.logger.Warn("restoring a tile that a crash kept from being written", "tile", c2sp.Tile{Level: level, N: n, Width: c2sp.TileWidth}.Path())
+	tile := storage.Tile{Level: level, N: n, Hashes: t}
+	if err := l.store.Append(ctx, &storage.Batch{Start: l.store.Size(), Tiles: []storage.Tile{tile}}); err != nil {
+		return nil, fmt.Errorf("couldn't restore tile: %w", err)
+	}
+	return t, nil
 }

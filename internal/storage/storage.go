@@ -29,6 +29,8 @@ type Tile struct {
 // Batch is one group commit: entries Start, Start+1, ... with their leaf
 // hashes, and the full hash tiles of level 1 and above that it completes.
 // (Level-0 tiles are the leaf hashes themselves; every backend builds them.)
+// A batch with tiles and no entries restores tiles that a crash kept from
+// being written.
 type Batch struct {
 	Start   int64
 	Entries [][]byte

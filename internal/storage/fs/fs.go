@@ -69,7 +69,24 @@ type FS struct {
 	cpMu   sync.Mutex
 	hist   *os.File
 	closed atomic.Bool
+
+	// Staging files are created ahead of need by a goroutine: creating a
+	// file costs more than writing and syncing a bundle's worth of data.
+	spareMu   sync.Mutex
+	spare     map[int64]*staged // by bundle index
+	spareCond *sync.Cond        // on spareMu: a batch of spares was published
+	taken     int64             // the highest bundle Append has claimed
+	making    int64             // the highest bundle being created, or -1
+	spareWant chan int64        // the bundle being filled now
+	spareDone chan struct{}
+
+	// Partial tiles written for checkpoints, removed when their tile is full.
+	partMu   sync.Mutex
+	partials map[string]bool
 }
+
+// spareAhead is how many bundles' staging files are kept created in advance.
+const spareAhead = 8
 
 // staged is the open pair of staging files for the bundle being filled.
 type staged struct {
@@ -127,6 +144,14 @@ func Open(root string, logger *slog.Logger) (*FS, error) {
 		return nil, err
 	}
 	ok = true
+	s.spare = map[int64]*staged{}
+	s.spareCond = sync.NewCond(&s.spareMu)
+	s.taken, s.making = -1, -1
+	s.partials = map[string]bool{}
+	s.spareWant = make(chan int64, 1)
+	s.spareDone = make(chan struct{})
+	go s.prepare()
+	s.wantSpare(s.Size() / c2sp.TileWidth)
 	return s, nil
 }
 
@@ -319,9 +344,20 @@ func (s *FS) seal(n int64) error {
 	if err := os.Rename(s.stagePath("entries", n), ep); err != nil {
 		return err
 	}
-	os.RemoveAll(tp + ".p")
-	os.RemoveAll(ep + ".p")
+	s.removePartials(tp, ep)
 	return nil
+}
+
+// removePartials removes the partial tiles of full tiles, if any were written.
+func (s *FS) removePartials(full ...string) {
+	s.partMu.Lock()
+	defer s.partMu.Unlock()
+	for _, f := range full {
+		if s.partials[f] {
+			os.RemoveAll(f + ".p")
+			delete(s.partials, f)
+		}
+	}
 }
 
 func (s *FS) mkdirFor(path string) error {
@@ -368,11 +404,11 @@ func (s *FS) Append(ctx context.Context, b *storage.Batch) error {
 	for i := 0; i < len(b.Entries); {
 		if s.cur == nil {
 			n := (b.Start + int64(i)) / c2sp.TileWidth
-			st, err := s.create(n)
+			st, made, err := s.takeStaged(n)
 			if err != nil {
 				return err
 			}
-			s.cur, created = st, true
+			s.cur, created = st, created || made
 		}
 		st := s.cur
 		k := min(c2sp.TileWidth-st.count, len(b.Entries)-i)
@@ -407,7 +443,7 @@ func (s *FS) Append(ctx context.Context, b *storage.Batch) error {
 		if err := writeFileDurable(p, hashBytes(t.Hashes), 0o644); err != nil {
 			return fmt.Errorf("couldn't write tile: %w", err)
 		}
-		os.RemoveAll(p + ".p")
+		s.removePartials(p)
 	}
 	for _, st := range full {
 		s.closeStaged(st)
@@ -417,6 +453,74 @@ func (s *FS) Append(ctx context.Context, b *storage.Batch) error {
 	}
 	s.size.Add(int64(len(b.Entries)))
 	return nil
+}
+
+// wantSpare asks the preparer to have the staging files of the bundles after
+// n ready.
+func (s *FS) wantSpare(n int64) {
+	select {
+	case <-s.spareWant:
+	default:
+	}
+	s.spareWant <- n
+}
+
+// prepare creates staging files ahead of Append, syncing the directory so
+// that their names are durable before Append writes to them.
+func (s *FS) prepare() {
+	defer close(s.spareDone)
+	for n := range s.spareWant {
+		var made []*staged
+		for i := n + 1; i <= n+spareAhead; i++ {
+			s.spareMu.Lock()
+			skip := s.spare[i] != nil || i <= s.taken
+			if !skip {
+				s.making = i
+			}
+			s.spareMu.Unlock()
+			if skip {
+				continue
+			}
+			st, err := s.create(i)
+			if err != nil {
+				break // Append will create it itself and report the error
+			}
+			made = append(made, st)
+		}
+		err := s.stgSync.Sync()
+		s.spareMu.Lock()
+		for _, st := range made {
+			if err == nil {
+				s.spare[st.n] = st
+			} else {
+				s.closeStaged(st)
+				os.Remove(st.entries.Name())
+				os.Remove(st.hashes.Name())
+			}
+		}
+		s.making = -1
+		s.spareCond.Broadcast()
+		s.spareMu.Unlock()
+	}
+}
+
+// takeStaged returns the staging files of bundle n, and whether they were
+// created just now (so the directory needs a sync).
+func (s *FS) takeStaged(n int64) (*staged, bool, error) {
+	s.spareMu.Lock()
+	for s.making >= n && s.spare[n] == nil {
+		s.spareCond.Wait() // the preparer is creating it, or one before it
+	}
+	st := s.spare[n]
+	delete(s.spare, n)
+	s.taken = n
+	s.spareMu.Unlock()
+	s.wantSpare(n)
+	if st != nil {
+		return st, false, nil
+	}
+	st, err := s.create(n)
+	return st, true, err
 }
 
 func (s *FS) create(n int64) (*staged, error) {
@@ -613,11 +717,14 @@ func (s *FS) writePartial(path, full string, data []byte) error {
 	if exists(path) {
 		return nil
 	}
+	s.partMu.Lock()
+	s.partials[full] = true
+	s.partMu.Unlock()
 	if err := writeFileDurable(path, data, 0o644); err != nil {
 		return fmt.Errorf("couldn't write partial tile: %w", err)
 	}
 	if exists(full) {
-		os.RemoveAll(full + ".p")
+		s.removePartials(full)
 	}
 	return nil
 }
@@ -641,6 +748,13 @@ func (s *FS) Checkpoints(ctx context.Context) ([][]byte, error) {
 func (s *FS) Close() error {
 	if s.closed.Swap(true) {
 		return nil
+	}
+	if s.spareWant != nil {
+		close(s.spareWant)
+		<-s.spareDone
+		for _, st := range s.spare {
+			s.closeStaged(st)
+		}
 	}
 	s.cpMu.Lock()
 	defer s.cpMu.Unlock()
