@@ -60,22 +60,35 @@ func LoadOrCreateKeys(dataDir string) (*Keys, error) {
 }
 
 func createKeys(skPath, vkPath string) error {
-	if err := os.MkdirAll(filepath.Dir(skPath), 0o700); err != nil {
+	dir := filepath.Dir(skPath)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	skey, vkey, err := note.GenerateKey(rand.Reader, newOrigin())
 	if err != nil {
 		return err
 	}
-	// The verifier key first: a crash between the two leaves no signing key
-	// without its public half, and the next start simply makes both again.
-	if err := writeSynced(vkPath, os.O_TRUNC, 0o644, vkey); err != nil {
+	// The verifier key first, so that a signing key never exists without its
+	// public half; a crash before the signing key is in place leaves no
+	// signing key, and the next start makes both again.
+	vtmp, err := writeTemp(dir, 0o644, vkey)
+	if err != nil {
 		return err
 	}
-	if err := writeSynced(skPath, os.O_EXCL, 0o600, skey); err != nil {
+	if err := os.Rename(vtmp, vkPath); err != nil {
+		os.Remove(vtmp)
+		return err
+	}
+	stmp, err := writeTemp(dir, 0o600, skey)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(stmp)
+	// A link, unlike a rename, never replaces an existing signing key.
+	if err := os.Link(stmp, skPath); err != nil {
 		return fmt.Errorf("couldn't create signing key: %w", err)
 	}
-	d, err := os.Open(filepath.Dir(skPath))
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
@@ -83,20 +96,27 @@ func createKeys(skPath, vkPath string) error {
 	return d.Sync()
 }
 
-func writeSynced(path string, flag int, perm os.FileMode, line string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|flag, perm)
+// writeTemp writes line to a new synced temporary file in dir.
+func writeTemp(dir string, perm os.FileMode, line string) (string, error) {
+	f, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {
-		return err
+		return "", err
 	}
-	if _, err := f.WriteString(line + "\n"); err != nil {
-		f.Close()
-		return err
+	_, err = f.WriteString(line + "\n")
+	if err == nil {
+		err = f.Chmod(perm)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if err == nil {
+		err = f.Sync()
 	}
-	return f.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 // newOrigin names a new log: "<host>/trail/<8 random hex digits>", a

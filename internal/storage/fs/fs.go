@@ -244,7 +244,14 @@ func (s *FS) recoverEntries() error {
 	if partial != nil {
 		size += int64(partial.count)
 		if partial.count == 0 {
+			// Nothing durable in it: remove both files by name, including
+			// one that a kill between their creations left alone.
 			s.closeStaged(partial)
+			for _, kind := range []string{"entries", "hashes"} {
+				if err := os.Remove(s.stagePath(kind, partial.n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+			}
 			partial = nil
 		}
 	}
