@@ -99,25 +99,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return cmd(ctx, args[1:], stdout, stderr)
 }
 
-// newFlagSet returns a FlagSet whose errors become usage errors.
+// newFlagSet returns a FlagSet for a subcommand whose -h prints help, the
+// flags, and nothing twice.
 func newFlagSet(name string, stderr io.Writer, help string) *flag.FlagSet {
 	fs := flag.NewFlagSet("trail "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, help)
+		fs.SetOutput(stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
+	fs.SetOutput(io.Discard) // parse errors are returned, then printed once by main
 	return fs
 }
 
 // parseFlags parses args, turning errors into usage errors and refusing
 // stray arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-			return err
+			return err // Parse has printed the help
 		}
 		return usageError{err.Error()}
 	}

@@ -151,6 +151,7 @@ func Open(root string, logger *slog.Logger) (*FS, error) {
 	s.spareWant = make(chan int64, 1)
 	s.spareDone = make(chan struct{})
 	go s.prepare()
+	s.findPartials()
 	s.wantSpare(s.Size() / c2sp.TileWidth)
 	return s, nil
 }
@@ -353,6 +354,32 @@ func (s *FS) seal(n int64) error {
 	}
 	s.removePartials(tp, ep)
 	return nil
+}
+
+// findPartials notes the partial tiles left by an earlier process at the
+// edge of the tree, the only place they can be, so that they are removed
+// when their tiles fill up (or now, if a crash kept that from happening).
+func (s *FS) findPartials() {
+	size := s.Size()
+	levels := []int{c2sp.EntriesLevel}
+	for l := 0; l == 0 || size>>(c2sp.TileHeight*l) > 0; l++ {
+		levels = append(levels, l)
+	}
+	for _, l := range levels {
+		shift := c2sp.TileHeight * max(l, 0)
+		edge := (size >> shift) / c2sp.TileWidth
+		for _, n := range []int64{edge - 1, edge} {
+			if n < 0 || !exists(s.tilePath(l, n)+".p") {
+				continue
+			}
+			s.partMu.Lock()
+			s.partials[s.tilePath(l, n)] = true
+			s.partMu.Unlock()
+			if exists(s.tilePath(l, n)) {
+				s.removePartials(s.tilePath(l, n))
+			}
+		}
+	}
 }
 
 // removePartials removes the partial tiles of full tiles, if any were written.
@@ -669,6 +696,8 @@ func (s *FS) openHistory() error {
 		if err == nil && !slices.ContainsFunc(bodies, func(b []byte) bool { return string(b) == string(cur) }) {
 			return &storage.CorruptionError{Where: filepath.Join(s.logDir, "checkpoint"), What: "is not a checkpoint this log signed"}
 		}
+		s.logger.Warn("log/checkpoint is not the newest checkpoint in the history; publishing the newest",
+			"found", len(cur), "err", err)
 		return writeFileDurable(filepath.Join(s.logDir, "checkpoint"), last, 0o644)
 	}
 	return nil
