@@ -3,7 +3,7 @@
 // Usage:
 //
 //	trail verify -data DIR [-json] [-key VKEY]
-//	trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json]
+//	trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json] [-cpuprofile FILE]
 //	trail key [-data DIR]
 //	trail version
 //
@@ -30,7 +30,8 @@ const usage = `trail is a tamper-evident audit log.
 
 Usage:
   trail verify -data DIR [-json] [-key VKEY]   verify a data directory offline
-  trail bench [-n N] [-batch B] [-c C] [-json] measure the log engine
+  trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json]
+                                               measure the log engine
   trail key [-data DIR]                        print the log's verifier key
   trail version                                print the version
 

@@ -1,0 +1,72 @@
+package bench
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/trailaudit/trail/internal/storage"
+)
+
+var _ storage.Backend = (*timedStore)(nil)
+
+// timedStore wraps the storage backend to time each group commit: how many
+// there were, how many entries each carried, and how long the backend took
+// to make them durable. The rest of an Append's latency is the ledger's own.
+type timedStore struct {
+	storage.Backend
+
+	mu          sync.Mutex
+	commits     []time.Duration // of Appends carrying entries
+	entries     int64
+	checkpoints int
+	cpTime      time.Duration
+}
+
+func (s *timedStore) Append(ctx context.Context, b *storage.Batch) error {
+	start := time.Now()
+	err := s.Backend.Append(ctx, b)
+	d := time.Since(start)
+	if len(b.Entries) > 0 {
+		s.mu.Lock()
+		s.commits = append(s.commits, d)
+		s.entries += int64(len(b.Entries))
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *timedStore) AddCheckpoint(ctx context.Context, c *storage.Checkpoint) error {
+	start := time.Now()
+	err := s.Backend.AddCheckpoint(ctx, c)
+	s.mu.Lock()
+	s.checkpoints++
+	s.cpTime += time.Since(start)
+	s.mu.Unlock()
+	return err
+}
+
+// report fills in the commit figures of res.
+func (s *timedStore) report(res *Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res.Commits = len(s.commits)
+	res.Checkpoints = s.checkpoints
+	if s.checkpoints > 0 {
+		res.CheckpointMs = ms(s.cpTime / time.Duration(s.checkpoints))
+	}
+	if len(s.commits) == 0 {
+		return
+	}
+	res.EntriesPerCommit = float64(s.entries) / float64(len(s.commits))
+	var total time.Duration
+	for _, d := range s.commits {
+		total += d
+	}
+	sorted := slices.Clone(s.commits)
+	slices.Sort(sorted)
+	res.StoreP50Ms = ms(quantile(sorted, 0.5))
+	res.StoreP99Ms = ms(quantile(sorted, 0.99))
+	res.StoreBusy = total.Seconds() / res.Seconds
+}
