@@ -256,9 +256,10 @@ func (l *Log) commitLoop() {
 		batch = append(batch[:0], req)
 		n := len(req.entries)
 		// Take what is queued. Appenders woken by the previous commit are
-		// usually about to queue again: yield once to let them, which costs
-		// a lone caller microseconds, not a timer's wait.
-		yielded := false
+		// usually about to queue again: yield to let them, for as long as
+		// yielding brings more. A lone caller pays one yield, microseconds,
+		// never a timer's wait.
+		arrived := true
 	drain:
 		for n < maxBatchEntries {
 			select {
@@ -268,11 +269,12 @@ func (l *Log) commitLoop() {
 				}
 				batch = append(batch, r)
 				n += len(r.entries)
+				arrived = true
 			default:
-				if yielded {
+				if !arrived {
 					break drain
 				}
-				yielded = true
+				arrived = false
 				runtime.Gosched()
 			}
 		}

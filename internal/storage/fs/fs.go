@@ -469,7 +469,7 @@ func (s *FS) Append(ctx context.Context, b *storage.Batch) error {
 	if created {
 		dirty = append(dirty, s.stgSync)
 	}
-	if err := syncAll(dirty); err != nil {
+	if err := syncMany(dirty); err != nil {
 		return fmt.Errorf("couldn't sync entries: %w", err)
 	}
 	for _, t := range b.Tiles {
