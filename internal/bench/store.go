@@ -12,26 +12,39 @@ import (
 var _ storage.Backend = (*timedStore)(nil)
 
 // timedStore wraps the storage backend to time each group commit: how many
-// there were, how many entries each carried, and how long the backend took
-// to make them durable. The rest of an Append's latency is the ledger's own.
+// syncs there were, how many entries each made durable, and how long the
+// backend took. The rest of an Append's latency is the ledger's own.
 type timedStore struct {
 	storage.Backend
 
 	mu          sync.Mutex
-	commits     []time.Duration // of Appends carrying entries
+	commits     []time.Duration // of Syncs that made entries durable
 	entries     int64
+	unsynced    int64 // entries written since the last Sync
 	checkpoints int
 	cpTime      time.Duration
 }
 
-func (s *timedStore) Append(ctx context.Context, b *storage.Batch) error {
+func (s *timedStore) Write(ctx context.Context, b *storage.Batch) error {
+	err := s.Backend.Write(ctx, b)
+	s.mu.Lock()
+	s.unsynced += int64(len(b.Entries))
+	s.mu.Unlock()
+	return err
+}
+
+func (s *timedStore) Sync(ctx context.Context) error {
+	s.mu.Lock()
+	n := s.unsynced
+	s.unsynced = 0
+	s.mu.Unlock()
 	start := time.Now()
-	err := s.Backend.Append(ctx, b)
+	err := s.Backend.Sync(ctx)
 	d := time.Since(start)
-	if len(b.Entries) > 0 {
+	if n > 0 {
 		s.mu.Lock()
 		s.commits = append(s.commits, d)
-		s.entries += int64(len(b.Entries))
+		s.entries += n
 		s.mu.Unlock()
 	}
 	return err

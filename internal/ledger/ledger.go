@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,8 +78,13 @@ type Log struct {
 	closeMu sync.RWMutex
 	closed  bool
 	reqs    chan *request
-	failed  atomic.Pointer[error]
-	w       edge // the committer's edge
+	writes  chan written // from commitLoop to syncLoop
+	// gathering is set while commitLoop has requests in hand; idle is
+	// signalled when it stops.
+	gathering atomic.Bool
+	idle      chan struct{}
+	failed    atomic.Pointer[error]
+	w         edge // the committer's edge
 
 	mu  sync.RWMutex
 	pub edge // the durable tree, as readers see it
@@ -117,6 +123,8 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		logger:   opts.Logger,
 		tiles:    tileCache{max: 4096},
 		reqs:     make(chan *request, 1024),
+		writes:   make(chan written, 64),
+		idle:     make(chan struct{}, 1),
 		grown:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
@@ -164,8 +172,9 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		}
 		l.latest.Store(cp)
 	}
-	l.wg.Add(2)
+	l.wg.Add(3)
 	go l.commitLoop()
+	go l.syncLoop()
 	go l.checkpointLoop()
 	if cp := l.latest.Load(); cp == nil || cp.Size < l.pub.size {
 		if _, err := l.Checkpoint(ctx); err != nil {
@@ -253,6 +262,7 @@ func (l *Log) commitLoop() {
 	defer l.wg.Done()
 	var batch []*request
 	for req := range l.reqs {
+		l.gathering.Store(true)
 		batch = append(batch[:0], req)
 		n := len(req.entries)
 		// Take what is queued. Appenders woken by the previous commit are
@@ -280,30 +290,108 @@ func (l *Log) commitLoop() {
 		}
 		l.commit(batch, n)
 		clear(batch)
+		if len(l.reqs) == 0 {
+			l.gathering.Store(false)
+			select {
+			case l.idle <- struct{}{}:
+			default:
+			}
+		}
+	}
+	l.gathering.Store(false)
+	close(l.writes)
+}
+
+// written is a batch whose entries were written but are not yet durable.
+type written struct {
+	reqs []*request
+	snap edge  // the tree once the batch is durable
+	err  error // why the batch was not written
+}
+
+// commit writes a batch to storage and hands it to syncLoop. Writing the next
+// batch overlaps with syncing this one: the sync after it covers both.
+func (l *Log) commit(batch []*request, n int) {
+	reqs := slices.Clone(batch)
+	if p := l.failed.Load(); p != nil {
+		l.writes <- written{reqs: reqs, err: *p}
+		return
+	}
+	b := &storage.Batch{Start: l.w.size, Entries: make([][]byte, 0, n), Hashes: make([]tlog.Hash, 0, n)}
+	for _, r := range reqs {
+		r.first = l.w.size + int64(len(b.Entries))
+		b.Entries = append(b.Entries, r.entries...)
+		b.Hashes = append(b.Hashes, r.hashes...)
+	}
+	for _, h := range b.Hashes {
+		l.w.push(h, &b.Tiles)
+	}
+	if err := l.store.Write(context.Background(), b); err != nil {
+		l.writes <- written{reqs: reqs, err: l.fail(err)}
+		return
+	}
+	l.writes <- written{reqs: reqs, snap: l.w.snapshot()}
+}
+
+// syncLoop makes written batches durable, then publishes and acknowledges
+// them in order. While commitLoop is still gathering and writing requests,
+// it waits for them, so that one sync covers every appender that was ready:
+// the device is the bottleneck, and entries per sync is what counts. A lone
+// caller never waits: commitLoop stops gathering as soon as the queue is
+// empty.
+func (l *Log) syncLoop() {
+	defer l.wg.Done()
+	var ws []written
+	for {
+		w, ok := <-l.writes
+		if !ok {
+			return
+		}
+		ws = append(ws[:0], w)
+		n := len(w.reqs)
+		for n < maxBatchEntries {
+			var more <-chan written
+			select {
+			case w, ok := <-l.writes:
+				if ok {
+					ws, n = append(ws, w), n+len(w.reqs)
+					continue
+				}
+			default:
+				more = l.writes
+			}
+			if more == nil || !l.gathering.Load() {
+				break // closed, or nothing more is coming
+			}
+			select {
+			case w, ok := <-more:
+				if ok {
+					ws, n = append(ws, w), n+len(w.reqs)
+				}
+			case <-l.idle:
+			}
+		}
+		l.syncAndAck(ws)
+		clear(ws)
 	}
 }
 
-func (l *Log) commit(batch []*request, n int) {
+func (l *Log) syncAndAck(ws []written) {
 	var err error
 	if p := l.failed.Load(); p != nil {
 		err = *p
+	} else if err = l.store.Sync(context.Background()); err != nil {
+		err = l.fail(err)
 	} else {
-		b := &storage.Batch{Start: l.w.size, Entries: make([][]byte, 0, n), Hashes: make([]tlog.Hash, 0, n)}
-		for _, r := range batch {
-			r.first = l.w.size + int64(len(b.Entries))
-			b.Entries = append(b.Entries, r.entries...)
-			b.Hashes = append(b.Hashes, r.hashes...)
+		var last *edge
+		for i := range ws {
+			if ws[i].err == nil {
+				last = &ws[i].snap
+			}
 		}
-		for _, h := range b.Hashes {
-			l.w.push(h, &b.Tiles)
-		}
-		if err = l.store.Append(context.Background(), b); err != nil {
-			err = fmt.Errorf("couldn't append: %w", err)
-			l.failed.Store(&err)
-			l.logger.Error("storage failed; refusing appends until reopened", "err", err)
-		} else {
+		if last != nil {
 			l.mu.Lock()
-			l.pub = l.w.snapshot()
+			l.pub = *last
 			l.mu.Unlock()
 			select {
 			case l.grown <- struct{}{}:
@@ -311,7 +399,26 @@ func (l *Log) commit(batch []*request, n int) {
 			}
 		}
 	}
-	for _, r := range batch {
+	for _, w := range ws {
+		if w.err != nil {
+			ack(w.reqs, w.err)
+		} else {
+			ack(w.reqs, err)
+		}
+	}
+}
+
+// fail records a storage failure: from now on every append gets it.
+func (l *Log) fail(err error) error {
+	err = fmt.Errorf("couldn't append: %w", err)
+	if l.failed.CompareAndSwap(nil, &err) {
+		l.logger.Error("storage failed; refusing appends until reopened", "err", err)
+	}
+	return *l.failed.Load()
+}
+
+func ack(reqs []*request, err error) {
+	for _, r := range reqs {
 		r.err = err
 		close(r.done)
 	}

@@ -246,7 +246,7 @@ func (l *Log) restoreTile(ctx context.Context, level int, n, signed int64) (*til
 	}
 	l.logger.Warn("restoring a tile that a crash kept from being written", "tile", c2sp.Tile{Level: level, N: n, Width: c2sp.TileWidth}.Path())
 	tile := storage.Tile{Level: level, N: n, Hashes: hs}
-	if err := l.store.Append(ctx, &storage.Batch{Start: l.store.Size(), Tiles: []storage.Tile{tile}}); err != nil {
+	if err := storage.Append(ctx, l.store, &storage.Batch{Start: l.store.Size(), Tiles: []storage.Tile{tile}}); err != nil {
 		return nil, fmt.Errorf("couldn't restore tile: %w", err)
 	}
 	return newTileNodes(hs), nil

@@ -47,17 +47,24 @@ type Checkpoint struct {
 }
 
 // Backend stores one log. Its methods are safe for concurrent use, except that
-// Append and AddCheckpoint are called by one goroutine at a time.
+// Write, Sync and AddCheckpoint are each called by one goroutine at a time.
 type Backend interface {
 	// Size returns the number of entries durably stored: after a crash, the
 	// entries that survived recovery.
 	Size() int64
 
-	// Append stores a batch whose Start equals Size. When it returns nil, the
-	// entries, hashes and tiles are durable (on stable storage, findable after
-	// a crash) and Size includes them. On error nothing of the batch may be
-	// assumed stored or not stored; the caller must stop appending and reopen.
-	Append(ctx context.Context, b *Batch) error
+	// Write stages a batch that starts where the previous one written
+	// ended. It may return before the batch is durable; Size includes the
+	// batch only once a Sync after it has returned. On error nothing of the
+	// batch may be assumed stored or not stored; the caller must stop
+	// writing and reopen.
+	Write(ctx context.Context, b *Batch) error
+
+	// Sync makes every batch whose Write returned before the call durable
+	// (on stable storage, findable after a crash) and includes it in Size.
+	// It may run while the next Write does; calls to Sync are serialized.
+	// On error, as for Write.
+	Sync(ctx context.Context) error
 
 	// ReadEntries returns entries [start, end), which must be below Size.
 	ReadEntries(ctx context.Context, start, end int64) ([][]byte, error)
@@ -93,4 +100,12 @@ type CorruptionError struct {
 
 func (e *CorruptionError) Error() string {
 	return fmt.Sprintf("corrupted log: %s: %s", e.Where, e.What)
+}
+
+// Append writes a batch and makes it durable.
+func Append(ctx context.Context, s Backend, b *Batch) error {
+	if err := s.Write(ctx, b); err != nil {
+		return err
+	}
+	return s.Sync(ctx)
 }

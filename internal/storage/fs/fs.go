@@ -61,10 +61,16 @@ type FS struct {
 
 	size atomic.Int64
 
-	// Writer state, owned by Append.
-	cur  *staged
-	buf  []byte
-	dirs map[string]bool // directories known to exist
+	// Writer state, owned by Write.
+	cur     *staged
+	buf     []byte
+	written int64 // entries written, durable or not
+
+	// What Write has done and Sync has yet to make durable.
+	pendMu sync.Mutex
+	pend   pending
+	syncMu sync.Mutex
+	dirs   map[string]bool // directories known to exist; owned by Sync
 
 	cpMu   sync.Mutex
 	hist   *os.File
@@ -87,6 +93,13 @@ type FS struct {
 
 // spareAhead is how many bundles' staging files are kept created in advance.
 const spareAhead = 8
+
+type pending struct {
+	files []*os.File
+	full  []*staged
+	tiles []storage.Tile
+	size  int64
+}
 
 // staged is the open pair of staging files for the bundle being filled.
 type staged struct {
@@ -273,6 +286,7 @@ func (s *FS) recoverEntries() error {
 		}
 	}
 	s.size.Store(size)
+	s.written = size
 	return s.stgSync.Sync()
 }
 
@@ -411,16 +425,18 @@ func (s *FS) Size() int64 { return s.size.Load() }
 
 var errClosed = errors.New("storage is closed")
 
-// Append implements storage.Backend.
-func (s *FS) Append(ctx context.Context, b *storage.Batch) error {
+// Write implements storage.Backend: it appends the batch to the staging
+// files and leaves syncing them, writing its upper tiles and sealing full
+// bundles to Sync.
+func (s *FS) Write(ctx context.Context, b *storage.Batch) error {
 	if s.closed.Load() {
 		return errClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if b.Start != s.Size() {
-		return fmt.Errorf("batch starts at %d, log size is %d", b.Start, s.Size())
+	if b.Start != s.written {
+		return fmt.Errorf("batch starts at %d, log size is %d", b.Start, s.written)
 	}
 	if len(b.Entries) != len(b.Hashes) {
 		return fmt.Errorf("batch has %d entries and %d hashes", len(b.Entries), len(b.Hashes))
@@ -454,8 +470,7 @@ func (s *FS) Append(ctx context.Context, b *storage.Batch) error {
 			return err
 		}
 		st.entryLen += int64(len(s.buf))
-		hashes := b.Hashes[i : i+k]
-		if _, err := st.hashes.Write(unsafe.Slice((*byte)(unsafe.Pointer(&hashes[0])), len(hashes)*tlog.HashSize)); err != nil {
+		if _, err := st.hashes.Write(hashBytes(b.Hashes[i : i+k])); err != nil {
 			return err
 		}
 		st.count += k
@@ -466,26 +481,55 @@ func (s *FS) Append(ctx context.Context, b *storage.Batch) error {
 		}
 		i += k
 	}
-	if created {
-		dirty = append(dirty, s.stgSync)
+	s.written += int64(len(b.Entries))
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	for _, f := range dirty {
+		if !slices.Contains(s.pend.files, f) {
+			s.pend.files = append(s.pend.files, f)
+		}
 	}
-	if err := syncMany(dirty); err != nil {
+	if created && !slices.Contains(s.pend.files, s.stgSync) {
+		s.pend.files = append(s.pend.files, s.stgSync)
+	}
+	s.pend.full = append(s.pend.full, full...)
+	s.pend.tiles = append(s.pend.tiles, b.Tiles...)
+	s.pend.size = s.written
+	return nil
+}
+
+// Sync implements storage.Backend.
+func (s *FS) Sync(ctx context.Context) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.closed.Load() {
+		return errClosed
+	}
+	s.pendMu.Lock()
+	p := s.pend
+	s.pend = pending{size: p.size}
+	s.pendMu.Unlock()
+	if err := syncMany(p.files); err != nil {
 		return fmt.Errorf("couldn't sync entries: %w", err)
 	}
-	for _, t := range b.Tiles {
-		p := s.tilePath(t.Level, t.N)
-		if err := writeFileDurable(p, hashBytes(t.Hashes), 0o644); err != nil {
+	// Upper tiles only once the entries under them are durable: a tile
+	// must never cover entries that a crash could still take away.
+	for _, t := range p.tiles {
+		path := s.tilePath(t.Level, t.N)
+		if err := writeFileDurable(path, hashBytes(t.Hashes), 0o644); err != nil {
 			return fmt.Errorf("couldn't write tile: %w", err)
 		}
-		s.removePartials(p)
+		s.removePartials(path)
 	}
-	for _, st := range full {
+	for _, st := range p.full {
 		s.closeStaged(st)
 		if err := s.seal(st.n); err != nil {
 			return fmt.Errorf("couldn't seal bundle %d: %w", st.n, err)
 		}
 	}
-	s.size.Add(int64(len(b.Entries)))
+	if p.size > s.size.Load() {
+		s.size.Store(p.size)
+	}
 	return nil
 }
 

@@ -35,7 +35,7 @@ func appendN(t *testing.T, s *fs.FS, n int64) {
 		b.Entries = append(b.Entries, entry(i))
 		b.Hashes = append(b.Hashes, tlog.RecordHash(entry(i)))
 	}
-	if err := s.Append(t.Context(), b); err != nil {
+	if err := storage.Append(t.Context(), s, b); err != nil {
 		t.Fatal(err)
 	}
 }

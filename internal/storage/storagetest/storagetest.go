@@ -38,7 +38,7 @@ func Run(t *testing.T, open Opener) {
 		ctx := t.Context()
 		var size int64
 		for _, n := range []int64{1, 2, 253, 256, 1000, 1} {
-			if err := s.Append(ctx, batch(size, n)); err != nil {
+			if err := storage.Append(ctx, s, batch(size, n)); err != nil {
 				t.Fatalf("Append(%d at %d): %v", n, size, err)
 			}
 			size += n
@@ -69,7 +69,7 @@ func Run(t *testing.T, open Opener) {
 		if _, err := s.ReadTile(ctx, 3, 0); !errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("ReadTile(3, 0) = %v, want ErrNotFound", err)
 		}
-		if err := s.Append(ctx, batch(size+1, 1)); err == nil {
+		if err := storage.Append(ctx, s, batch(size+1, 1)); err == nil {
 			t.Errorf("Append with a gap succeeded")
 		}
 		s.Close()
@@ -78,7 +78,7 @@ func Run(t *testing.T, open Opener) {
 		if s.Size() != size {
 			t.Fatalf("reopened Size() = %d, want %d", s.Size(), size)
 		}
-		if err := s.Append(ctx, batch(size, 300)); err != nil {
+		if err := storage.Append(ctx, s, batch(size, 300)); err != nil {
 			t.Fatal(err)
 		}
 		got, err = s.ReadEntries(ctx, size-2, size+300)
@@ -93,7 +93,7 @@ func Run(t *testing.T, open Opener) {
 		hs := make([]tlog.Hash, c2sp.TileWidth)
 		hs[7][0] = 7
 		b.Tiles = []storage.Tile{{Level: 1, N: 0, Hashes: hs}}
-		if err := s.Append(t.Context(), b); err != nil {
+		if err := storage.Append(t.Context(), s, b); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.ReadTile(t.Context(), 1, 0)
@@ -125,7 +125,7 @@ func Run(t *testing.T, open Opener) {
 		if cps, err := s.Checkpoints(ctx); err != nil || len(cps) != 0 {
 			t.Fatalf("Checkpoints() on a new log = %d, %v", len(cps), err)
 		}
-		if err := s.Append(ctx, batch(0, 300)); err != nil {
+		if err := storage.Append(ctx, s, batch(0, 300)); err != nil {
 			t.Fatal(err)
 		}
 		for i, size := range []int64{100, 300} {
@@ -145,7 +145,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("Closed", func(t *testing.T) {
 		s := open(t)
 		s.Close()
-		if err := s.Append(t.Context(), batch(0, 1)); err == nil {
+		if err := storage.Append(t.Context(), s, batch(0, 1)); err == nil {
 			t.Error("Append after Close succeeded")
 		}
 	})
