@@ -79,12 +79,8 @@ type Log struct {
 	closed  bool
 	reqs    chan *request
 	writes  chan written // from commitLoop to syncLoop
-	// gathering is set while commitLoop has requests in hand; idle is
-	// signalled when it stops.
-	gathering atomic.Bool
-	idle      chan struct{}
-	failed    atomic.Pointer[error]
-	w         edge // the committer's edge
+	failed  atomic.Pointer[error]
+	w       edge // the committer's edge
 
 	mu  sync.RWMutex
 	pub edge // the durable tree, as readers see it
@@ -124,7 +120,6 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		tiles:    tileCache{max: 4096},
 		reqs:     make(chan *request, 1024),
 		writes:   make(chan written, 64),
-		idle:     make(chan struct{}, 1),
 		grown:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
@@ -262,7 +257,6 @@ func (l *Log) commitLoop() {
 	defer l.wg.Done()
 	var batch []*request
 	for req := range l.reqs {
-		l.gathering.Store(true)
 		batch = append(batch[:0], req)
 		n := len(req.entries)
 		// Take what is queued. Appenders woken by the previous commit are
@@ -290,15 +284,7 @@ func (l *Log) commitLoop() {
 		}
 		l.commit(batch, n)
 		clear(batch)
-		if len(l.reqs) == 0 {
-			l.gathering.Store(false)
-			select {
-			case l.idle <- struct{}{}:
-			default:
-			}
-		}
 	}
-	l.gathering.Store(false)
 	close(l.writes)
 }
 
@@ -333,42 +319,23 @@ func (l *Log) commit(batch []*request, n int) {
 	l.writes <- written{reqs: reqs, snap: l.w.snapshot()}
 }
 
-// syncLoop makes written batches durable, then publishes and acknowledges
-// them in order. While commitLoop is still gathering and writing requests,
-// it waits for them, so that one sync covers every appender that was ready:
-// the device is the bottleneck, and entries per sync is what counts. A lone
-// caller never waits: commitLoop stops gathering as soon as the queue is
-// empty.
+// syncLoop makes written batches durable, as many per sync as were written
+// while the previous sync ran, then publishes and acknowledges them in order.
 func (l *Log) syncLoop() {
 	defer l.wg.Done()
 	var ws []written
-	for {
-		w, ok := <-l.writes
-		if !ok {
-			return
-		}
+	for w := range l.writes {
 		ws = append(ws[:0], w)
-		n := len(w.reqs)
-		for n < maxBatchEntries {
-			var more <-chan written
+	drain:
+		for {
 			select {
 			case w, ok := <-l.writes:
-				if ok {
-					ws, n = append(ws, w), n+len(w.reqs)
-					continue
+				if !ok {
+					break drain
 				}
+				ws = append(ws, w)
 			default:
-				more = l.writes
-			}
-			if more == nil || !l.gathering.Load() {
-				break // closed, or nothing more is coming
-			}
-			select {
-			case w, ok := <-more:
-				if ok {
-					ws, n = append(ws, w), n+len(w.reqs)
-				}
-			case <-l.idle:
+				break drain
 			}
 		}
 		l.syncAndAck(ws)
