@@ -12,12 +12,13 @@
 //	state/checkpoints              every signed checkpoint, append-only
 //	state/lock                     held while a process has the log open
 //
-// Entry data is written once. A group commit appends entries and their leaf
-// hashes to the two staging files of each bundle it touches and fdatasyncs
-// them (concurrently); when a bundle fills up, its two files are renamed to
-// their C2SP paths, where they are sealed and never written again. Hash tiles
-// of level 1 and above are written when full, durably, before the commit is
-// acknowledged.
+// Entry data is written once. Write appends a batch's entries and leaf
+// hashes to the two staging files of each bundle it touches; Sync makes
+// everything written so far durable (one syncfs on Linux when more than one
+// file is dirty), then renames the staging files of full bundles to their
+// C2SP paths, where they are sealed and never written again, and writes the
+// full hash tiles of level 1 and above that the batches completed, durably,
+// before Sync returns: never before the entries under them are durable.
 //
 // Recovery (Open) relies on this: a staging file holds acknowledged entries
 // followed, after a crash, by at most a torn tail. Every staged entry is
@@ -81,7 +82,7 @@ type FS struct {
 	spareMu   sync.Mutex
 	spare     map[int64]*staged // by bundle index
 	spareCond *sync.Cond        // on spareMu: a batch of spares was published
-	taken     int64             // the highest bundle Append has claimed
+	taken     int64             // the highest bundle Write has claimed
 	making    int64             // the highest bundle being created, or -1
 	spareWant chan int64        // the bundle being filled now
 	spareDone chan struct{}
@@ -543,8 +544,8 @@ func (s *FS) wantSpare(n int64) {
 	s.spareWant <- n
 }
 
-// prepare creates staging files ahead of Append, syncing the directory so
-// that their names are durable before Append writes to them.
+// prepare creates staging files ahead of Write, syncing the directory so
+// that their names are durable before Write writes to them.
 func (s *FS) prepare() {
 	defer close(s.spareDone)
 	for n := range s.spareWant {
@@ -561,7 +562,7 @@ func (s *FS) prepare() {
 			}
 			st, err := s.create(i)
 			if err != nil {
-				break // Append will create it itself and report the error
+				break // Write will create it itself and report the error
 			}
 			made = append(made, st)
 		}
@@ -791,7 +792,7 @@ func (s *FS) AddCheckpoint(ctx context.Context, c *storage.Checkpoint) error {
 }
 
 // writePartial writes a partial tile unless it exists, and removes it again
-// if the full tile appeared meanwhile (Append removes partials after sealing,
+// if the full tile appeared meanwhile (Sync removes partials after sealing,
 // so one of the two always does).
 func (s *FS) writePartial(path, full string, data []byte) error {
 	if exists(path) {
