@@ -191,7 +191,7 @@ type progressBar struct {
 func (b *progressBar) update(p verify.Progress) {
 	now := time.Now()
 	if b.start.IsZero() {
-		b.start = now
+		b.start, b.last = now, now // first draw after 100 ms, with a meaningful rate
 	}
 	if now.Sub(b.last) < 100*time.Millisecond || p.TotalEntries == 0 {
 		return
