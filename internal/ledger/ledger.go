@@ -210,9 +210,7 @@ func (l *Log) Append(ctx context.Context, entries ...[]byte) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	req := &request{entries: entries, hashes: make([]tlog.Hash, len(entries)), done: make(chan struct{})}
-	copied := false
-	for i, e := range entries {
+	for _, e := range entries { // all checks before anything is stored
 		switch {
 		case len(e) == 0:
 			return 0, ErrEmpty
@@ -220,7 +218,12 @@ func (l *Log) Append(ctx context.Context, entries ...[]byte) (int64, error) {
 			return 0, fmt.Errorf("%w: %d bytes, at most %d", ErrTooBig, len(e), MaxEntrySize)
 		case isLargeRef(e):
 			return 0, ErrReserved
-		case len(e) > c2sp.MaxEntrySize:
+		}
+	}
+	req := &request{entries: entries, hashes: make([]tlog.Hash, len(entries)), done: make(chan struct{})}
+	copied := false
+	for i, e := range entries {
+		if len(e) > c2sp.MaxEntrySize {
 			sum := sha256.Sum256(e)
 			if err := l.store.PutBlob(ctx, sum, e); err != nil {
 				return 0, fmt.Errorf("couldn't store large entry: %w", err)
