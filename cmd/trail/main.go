@@ -2,6 +2,7 @@
 //
 // Usage:
 //
+//	trail serve [-data DIR] [-listen ADDR] [-profile intermediate|modern]
 //	trail verify -data DIR [-json] [-key VKEY]
 //	trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json] [-cpuprofile FILE]
 //	trail key [-data DIR]
@@ -11,8 +12,13 @@
 //
 // Files: the data directory (default ./trail-data) holds log/ (a C2SP
 // tlog-tiles tree: checkpoint, tile/...), state/ (the entries being filled,
-// every signed checkpoint, a lock) and keys/ (log.key, mode 0600, and
-// log.vkey, the verifier key).
+// every signed checkpoint, a lock), keys/ (log.key, mode 0600, and
+// log.vkey, the verifier key) and pki/ (the private CA, the server
+// certificate and the admin client certificate, keys 0600).
+//
+// Endpoints of trail serve (TLS only; client certificates carry the role):
+// POST /v1/events (writer), GET /v1/events/{index} (reader), GET /checkpoint
+// and GET /tile/... (the C2SP read paths, reader).
 package main
 
 import (
@@ -29,6 +35,7 @@ import (
 const usage = `trail is a tamper-evident audit log.
 
 Usage:
+  trail serve [-data DIR] [-listen ADDR]       run the log server (TLS only)
   trail verify -data DIR [-json] [-key VKEY]   verify a data directory offline
   trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json]
                                                measure the log engine
@@ -38,6 +45,7 @@ Usage:
 Run "trail COMMAND -h" for a command's flags.
 
 Examples:
+  trail serve
   trail verify -data ./trail-data
   trail bench -n 1000000 -batch 1000
   trail bench -n 200000 -batch 1 -c 64 -json

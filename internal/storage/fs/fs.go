@@ -280,7 +280,11 @@ func (s *FS) recoverEntries() error {
 			continue
 		}
 		if idx > n || (idx == n && s.cur == nil) {
-			s.logger.Warn("dropping staged data of an unacknowledged commit", "file", de.Name())
+			// Empty ones were created ahead of need; others held a commit
+			// that never completed.
+			if info, err := de.Info(); err == nil && info.Size() > 0 {
+				s.logger.Warn("dropping staged data of an unacknowledged commit", "file", de.Name())
+			}
 			if err := os.Remove(filepath.Join(s.stgDir, de.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}

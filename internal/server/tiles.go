@@ -1,0 +1,48 @@
+package server
+
+import (
+	"errors"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/trailaudit/trail/internal/c2sp"
+)
+
+// getCheckpoint serves <LogDir>/checkpoint, the newest signed checkpoint.
+func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request) {
+	s.serveFile(w, "checkpoint", "text/plain; charset=utf-8", "no-cache")
+}
+
+// getTile serves a hash tile or an entry bundle from LogDir. Only canonical
+// C2SP paths are accepted, so nothing outside the tile tree can be named.
+func (s *Server) getTile(w http.ResponseWriter, r *http.Request) {
+	t, err := c2sp.ParsePath("tile/" + r.PathValue("path"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	// A full tile never changes. A partial one never changes either, but
+	// is removed once its tile fills: clients then fetch the full tile.
+	cache := "public, max-age=31536000, immutable"
+	if t.Width < c2sp.TileWidth {
+		cache = "no-cache"
+	}
+	s.serveFile(w, t.Path(), "application/octet-stream", cache)
+}
+
+func (s *Server) serveFile(w http.ResponseWriter, name, contentType, cache string) {
+	b, err := os.ReadFile(filepath.Join(s.cfg.LogDir, filepath.FromSlash(name)))
+	if errors.Is(err, fs.ErrNotExist) {
+		writeError(w, http.StatusNotFound, name+" not found")
+		return
+	}
+	if err != nil {
+		s.serverError(w, "couldn't read "+name, err)
+		return
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Cache-Control", cache)
+	w.Write(b)
+}
