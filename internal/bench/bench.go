@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trailaudit/trail/internal/durable"
 	"github.com/trailaudit/trail/internal/ledger"
 	fsstore "github.com/trailaudit/trail/internal/storage/fs"
 )
@@ -383,7 +384,7 @@ func measureFsync(dir string, size, samples int) (time.Duration, error) {
 		if _, err := f.Write(buf); err != nil {
 			return 0, err
 		}
-		if err := datasync(f); err != nil {
+		if err := durable.Datasync(f); err != nil {
 			return 0, err
 		}
 		times[i] = time.Since(t)

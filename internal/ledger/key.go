@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/trailaudit/trail/internal/durable"
 )
 
 // Key files, relative to the data directory.
@@ -70,53 +72,15 @@ func createKeys(skPath, vkPath string) error {
 	}
 	// The verifier key first, so that a signing key never exists without its
 	// public half; a crash before the signing key is in place leaves no
-	// signing key, and the next start makes both again.
-	vtmp, err := writeTemp(dir, 0o644, vkey)
-	if err != nil {
+	// signing key, and the next start makes both again. CreateFile never
+	// replaces a signing key.
+	if err := durable.WriteFile(vkPath, []byte(vkey+"\n"), 0o644); err != nil {
 		return err
 	}
-	if err := os.Rename(vtmp, vkPath); err != nil {
-		os.Remove(vtmp)
-		return err
-	}
-	stmp, err := writeTemp(dir, 0o600, skey)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(stmp)
-	// A link, unlike a rename, never replaces an existing signing key.
-	if err := os.Link(stmp, skPath); err != nil {
+	if err := durable.CreateFile(skPath, []byte(skey+"\n"), 0o600); err != nil {
 		return fmt.Errorf("couldn't create signing key: %w", err)
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// writeTemp writes line to a new synced temporary file in dir.
-func writeTemp(dir string, perm os.FileMode, line string) (string, error) {
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	_, err = f.WriteString(line + "\n")
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
+	return nil
 }
 
 // newOrigin names a new log: "<host>/trail/<8 random hex digits>", a

@@ -2,9 +2,10 @@ package fs
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/trailaudit/trail/internal/durable"
 )
 
 var errLocked = errors.New("data directory is in use by another trail process")
@@ -16,63 +17,24 @@ func syncAll(files []*os.File) error {
 	case 0:
 		return nil
 	case 1:
-		return datasync(files[0])
+		return durable.Datasync(files[0])
 	}
 	errc := make(chan error, len(files)-1)
 	for _, f := range files[1:] {
-		go func() { errc <- datasync(f) }()
+		go func() { errc <- durable.Datasync(f) }()
 	}
-	err := datasync(files[0])
+	err := durable.Datasync(files[0])
 	for range files[1:] {
 		err = errors.Join(err, <-errc)
 	}
 	return err
 }
 
-// syncDir makes the creation, removal or renaming of names in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("couldn't sync directory %s: %w", dir, err)
-	}
-	return nil
-}
-
-// writeFileDurable writes an immutable file: a temporary file in the same
-// directory, synced, renamed into place, and the directory synced. A crash
-// leaves either no file or the whole file, never a torn one.
+// writeFileDurable writes a file that a crash leaves whole or absent,
+// creating its directory if needed.
 func writeFileDurable(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // fails harmlessly once renamed
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := datasync(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return durable.WriteFile(path, data, perm)
 }

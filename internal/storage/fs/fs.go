@@ -46,6 +46,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/trailaudit/trail/internal/c2sp"
+	"github.com/trailaudit/trail/internal/durable"
 	"github.com/trailaudit/trail/internal/storage"
 )
 
@@ -340,7 +341,7 @@ func openTruncated(path string, size int64) (*os.File, error) {
 		f.Close()
 		return nil, err
 	}
-	if err := datasync(f); err != nil {
+	if err := durable.Datasync(f); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -789,7 +790,7 @@ func (s *FS) AddCheckpoint(ctx context.Context, c *storage.Checkpoint) error {
 	if _, err := s.hist.Write(appendRecord(nil, c.Note)); err != nil {
 		return fmt.Errorf("couldn't record checkpoint: %w", err)
 	}
-	if err := datasync(s.hist); err != nil {
+	if err := durable.Datasync(s.hist); err != nil {
 		return fmt.Errorf("couldn't record checkpoint: %w", err)
 	}
 	return writeFileDurable(filepath.Join(s.logDir, "checkpoint"), c.Note, 0o644)

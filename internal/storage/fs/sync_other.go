@@ -4,8 +4,6 @@ package fs
 
 import "os"
 
-func datasync(f *os.File) error { return f.Sync() }
-
 // lockDir is a no-op where flock is not available; running two servers on
 // one directory there is the operator's mistake to avoid.
 func lockDir(f *os.File) error { return nil }
