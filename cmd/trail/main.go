@@ -3,6 +3,9 @@
 // Usage:
 //
 //	trail serve [-data DIR] [-listen ADDR] [-profile intermediate|modern]
+//	trail cert issue NAME -role writer|reader|auditor|admin [-data DIR] [-out DIR]
+//	trail cert list [-data DIR] [-json]
+//	trail cert revoke NAME [-data DIR]
 //	trail verify -data DIR [-json] [-key VKEY]
 //	trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json] [-cpuprofile FILE]
 //	trail key [-data DIR]
@@ -36,6 +39,8 @@ const usage = `trail is a tamper-evident audit log.
 
 Usage:
   trail serve [-data DIR] [-listen ADDR]       run the log server (TLS only)
+  trail cert issue NAME -role ROLE             issue a client certificate
+  trail cert list | revoke NAME                list or revoke client certificates
   trail verify -data DIR [-json] [-key VKEY]   verify a data directory offline
   trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json]
                                                measure the log engine

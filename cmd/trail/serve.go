@@ -88,6 +88,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	revoked, err := tlsconf.NewRevocationList(tlsconf.RevocationConfig{File: filepath.Join(pkiDir, tlsconf.RevokedFile), Logger: logger})
+	if err != nil {
+		return err
+	}
+	tlsConfig.VerifyConnection = revoked.VerifyConnection // trail cert revoke, without a restart
 
 	store, err := storagefs.Open(*dir, logger)
 	if err != nil {

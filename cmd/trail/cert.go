@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/trailaudit/trail/internal/durable"
+	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/tlsconf"
+)
+
+const certHelp = `Usage:
+  trail cert issue NAME -role writer|reader|auditor|admin [-data DIR] [-out DIR]
+  trail cert list [-data DIR] [-json]
+  trail cert revoke NAME [-data DIR]
+
+Manages the client certificates of the log in DIR (default ./trail-data).
+
+issue    issues a certificate naming NAME with a role, signed by the CA in
+         DIR/pki (created as trail serve would if missing), writes NAME.crt
+         and NAME.key (mode 0600, never overwritten) to DIR/pki/clients or
+         -out, and prints a curl line that uses them.
+list     prints the issued certificates and whether each is revoked.
+revoke   revokes every certificate issued to NAME. A running server refuses
+         them within a second, without a restart.
+
+Examples:
+  trail cert issue ci-pipeline -role writer
+  trail cert issue auditor-1 -role auditor -out ./certs
+  trail cert revoke ci-pipeline
+`
+
+// issuedFile, in the PKI directory, records every client certificate that
+// trail cert issue signed, so that they can be listed and revoked by name.
+const issuedFile = "issued.json"
+
+// clientsDir is where trail cert issue writes certificates and keys by
+// default, under the PKI directory.
+const clientsDir = "clients"
+
+// issuedCert is one record of issuedFile.
+type issuedCert struct {
+	Name     string       `json:"name"`
+	Role     tlsconf.Role `json:"role"`
+	Serial   string       `json:"serial"` // lower-case hex, as in the revocation file
+	Issued   time.Time    `json:"issued"`
+	NotAfter time.Time    `json:"not_after"`
+}
+
+func init() { commands["cert"] = runCert }
+
+func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, certHelp)
+		return usageError{"cert: no subcommand given (issue, list or revoke)"}
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stderr, certHelp)
+		return nil
+	case "issue":
+		return runCertIssue(args[1:], stdout, stderr)
+	case "list":
+		return runCertList(args[1:], stdout, stderr)
+	case "revoke":
+		return runCertRevoke(args[1:], stdout, stderr)
+	}
+	return usageError{fmt.Sprintf("cert: unknown subcommand %q: want issue, list or revoke", args[0])}
+}
+
+func runCertIssue(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("cert issue", stderr, certHelp+"\nFlags of issue:\n")
+	dir := flags.String("data", "trail-data", "the data `directory`")
+	roleName := flags.String("role", "", "the `role`: writer, reader, auditor or admin (required)")
+	out := flags.String("out", "", "the `directory` for NAME.crt and NAME.key (default DIR/pki/clients)")
+	name, err := parseNameAndFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if *roleName == "" {
+		return usageError{"cert issue: -role is required: writer, reader, auditor or admin"}
+	}
+	role, err := tlsconf.ParseRole(*roleName)
+	if err != nil {
+		return usageError{"cert issue: " + err.Error()}
+	}
+	if err := tlsconf.CheckClientName(name); err != nil {
+		return usageError{"cert issue: " + err.Error()}
+	}
+	pkiDir := filepath.Join(*dir, "pki")
+	if *out == "" {
+		*out = filepath.Join(pkiDir, clientsDir)
+	}
+	certPath, keyPath := filepath.Join(*out, name+".crt"), filepath.Join(*out, name+".key")
+	if _, err := os.Lstat(keyPath); err == nil {
+		return keyExistsError(keyPath)
+	}
+
+	pki, err := openPKI(*dir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return fmt.Errorf("couldn't create %s: %w", *out, err)
+	}
+	certPEM, keyPEM, err := pki.IssueClient(name, role)
+	if err != nil {
+		return err
+	}
+	leaf, err := parseLeaf(certPEM)
+	if err != nil {
+		return err
+	}
+	// The record first: a certificate that exists must be revocable by
+	// name, while a record of one never handed out is harmless.
+	issued, err := readIssued(pkiDir)
+	if err != nil {
+		return err
+	}
+	issued = append(issued, issuedCert{
+		Name: name, Role: role, Serial: tlsconf.SerialString(leaf.SerialNumber),
+		Issued: time.Now().UTC().Truncate(time.Second), NotAfter: leaf.NotAfter.UTC(),
+	})
+	if err := writeIssued(pkiDir, issued); err != nil {
+		return err
+	}
+	if err := durable.CreateFile(keyPath, keyPEM, 0o600); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return keyExistsError(keyPath)
+		}
+		return fmt.Errorf("couldn't write key: %w", err)
+	}
+	if err := durable.WriteFile(certPath, certPEM, 0o644); err != nil {
+		return fmt.Errorf("couldn't write certificate: %w", err)
+	}
+
+	tlsArgs := fmt.Sprintf("--cacert %s --cert %s --key %s",
+		shellQuote(filepath.Join(pkiDir, tlsconf.CACertFile)), shellQuote(certPath), shellQuote(keyPath))
+	const url = "https://127.0.0.1:8443"
+	fmt.Fprintf(stdout, "issued %s certificate for %s, serial %s, expires %s\n  certificate  %s\n  key          %s\n\n",
+		role, name, tlsconf.SerialString(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.DateOnly), certPath, keyPath)
+	if role == tlsconf.RoleWriter {
+		fmt.Fprintf(stdout, "Append an event:\n  curl %s -H 'Content-Type: application/json' -d '{\"actor\":{\"id\":\"%s\"},\"action\":\"test\"}' %s/v1/events\n",
+			tlsArgs, name, url)
+	} else {
+		fmt.Fprintf(stdout, "Read the first event with its inclusion proof:\n  curl %s %s/v1/events/0\n", tlsArgs, url)
+	}
+	return nil
+}
+
+func keyExistsError(path string) error {
+	return fmt.Errorf("%s already exists; not overwriting it (remove it, or issue under another name)", path)
+}
+
+func runCertList(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("cert list", stderr, certHelp+"\nFlags of list:\n")
+	dir := flags.String("data", "trail-data", "the data `directory`")
+	asJSON := flags.Bool("json", false, "print a JSON array")
+	if err := parseFlags(flags, args); err != nil {
+		return err
+	}
+	pkiDir := filepath.Join(*dir, "pki")
+	issued, err := readIssued(pkiDir)
+	if err != nil {
+		return err
+	}
+	revs, err := tlsconf.ReadRevocations(filepath.Join(pkiDir, tlsconf.RevokedFile))
+	if err != nil {
+		return err
+	}
+	revoked := map[string]bool{}
+	for _, r := range revs {
+		revoked[r.Serial] = true
+	}
+	type row struct {
+		Name     string       `json:"name"`
+		Role     tlsconf.Role `json:"role"`
+		Serial   string       `json:"serial"`
+		NotAfter time.Time    `json:"not_after"`
+		Revoked  bool         `json:"revoked"`
+	}
+	rows := []row{}
+	for _, c := range issued {
+		rows = append(rows, row{c.Name, c.Role, c.Serial, c.NotAfter, revoked[c.Serial]})
+	}
+	if *asJSON {
+		b, err := json.MarshalIndent(rows, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tROLE\tSERIAL\tEXPIRES\tREVOKED")
+	for _, r := range rows {
+		rev := "no"
+		if r.Revoked {
+			rev = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Role, r.Serial, r.NotAfter.Format(time.DateOnly), rev)
+	}
+	return tw.Flush()
+}
+
+func runCertRevoke(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("cert revoke", stderr, certHelp+"\nFlags of revoke:\n")
+	dir := flags.String("data", "trail-data", "the data `directory`")
+	name, err := parseNameAndFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	pkiDir := filepath.Join(*dir, "pki")
+	issued, err := readIssued(pkiDir)
+	if err != nil {
+		return err
+	}
+	revPath := filepath.Join(pkiDir, tlsconf.RevokedFile)
+	revs, err := tlsconf.ReadRevocations(revPath)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	found, added := 0, 0
+	for _, c := range issued {
+		if c.Name != name {
+			continue
+		}
+		found++
+		if slices.ContainsFunc(revs, func(r tlsconf.Revocation) bool { return r.Serial == c.Serial }) {
+			continue
+		}
+		revs = append(revs, tlsconf.Revocation{Serial: c.Serial, Name: name, Time: now})
+		added++
+	}
+	if found == 0 {
+		return fmt.Errorf("no certificate was issued to %q (see trail cert list)", name)
+	}
+	if added > 0 {
+		if err := tlsconf.WriteRevocations(revPath, revs); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "revoked %d certificate(s) of %s (%d already revoked); a running server refuses them within a second\n",
+		found, name, found-added)
+	return nil
+}
+
+// parseNameAndFlags parses a subcommand's one NAME argument and its flags,
+// in either order.
+func parseNameAndFlags(flags *flag.FlagSet, args []string) (string, error) {
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", err
+		}
+		return "", usageError{err.Error()}
+	}
+	rest := flags.Args()
+	if name == "" {
+		if len(rest) == 0 {
+			return "", usageError{strings.TrimPrefix(flags.Name(), "trail ") + ": missing NAME"}
+		}
+		name, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return "", usageError{fmt.Sprintf("unexpected argument %q", rest[0])}
+	}
+	return name, nil
+}
+
+// openPKI opens the PKI of the data directory dir as trail serve does,
+// creating the data directory, the log's keys and the CA if missing, so
+// that certificates can be issued before the first start.
+func openPKI(dir string) (*tlsconf.PKI, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("couldn't create data directory: %w", err)
+	}
+	keys, err := ledger.LoadOrCreateKeys(dir)
+	if err != nil {
+		return nil, err
+	}
+	return tlsconf.OpenPKI(tlsconf.PKIConfig{Dir: filepath.Join(dir, "pki"), Name: keys.Verifier.Name()})
+}
+
+// parseLeaf returns the certificate in certPEM.
+func parseLeaf(certPEM []byte) (*x509.Certificate, error) {
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		return nil, errors.New("issued certificate is not PEM")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
+
+func readIssued(pkiDir string) ([]issuedCert, error) {
+	path := filepath.Join(pkiDir, issuedFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var issued []issuedCert
+	if err := json.Unmarshal(b, &issued); err != nil {
+		return nil, fmt.Errorf("bad %s: %w", path, err)
+	}
+	return issued, nil
+}
+
+func writeIssued(pkiDir string, issued []issuedCert) error {
+	b, err := json.MarshalIndent(issued, "", "  ")
+	if err != nil {
+		return err
+	}
+	return durable.WriteFile(filepath.Join(pkiDir, issuedFile), append(b, '\n'), 0o644)
+}
