@@ -1,5 +1,6 @@
 // Package c2sp encodes and parses the fixed formats that other tools read:
-// C2SP tlog-tiles paths and entry bundles, and C2SP tlog-checkpoint bodies.
+// C2SP tlog-tiles paths and entry bundles, C2SP tlog-checkpoint bodies and
+// C2SP tlog-proof receipts.
 //
 // Everything here is pure: no I/O, no clocks. Every parser is fuzzed.
 package c2sp

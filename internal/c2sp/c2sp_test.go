@@ -2,9 +2,12 @@ package c2sp
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 func TestTilePath(t *testing.T) {
@@ -126,6 +129,62 @@ func FuzzParseCheckpoint(f *testing.F) {
 		}
 		if got := c.Format(); !bytes.Equal(got, b) {
 			t.Fatalf("ParseCheckpoint(%q).Format() = %q", b, got)
+		}
+	})
+}
+
+func TestProofRoundTrip(t *testing.T) {
+	cp := []byte("example.com/log\n10\nsFodV/vSp5O8n9a8QpW6PRY97tfOSW5bsc2Xl/EQi08=\n\n— example.com/log hI2DJw==\n")
+	for _, p := range []Proof{
+		{Index: 0, Checkpoint: cp},
+		{Index: 7, Extra: []byte("trail"), Hashes: tlog.RecordProof{{1}, {2}, {3}}, Checkpoint: cp},
+	} {
+		b := p.Format()
+		got, err := ParseProof(b)
+		if err != nil {
+			t.Fatalf("ParseProof(%q): %v", b, err)
+		}
+		if diff := cmp.Diff(p, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("round trip (-want +got):\n%s", diff)
+		}
+		if !bytes.Equal(got.Format(), b) {
+			t.Errorf("Format after ParseProof changed the bytes")
+		}
+	}
+}
+
+func TestParseProofErrors(t *testing.T) {
+	cp := "o\n1\nsFodV/vSp5O8n9a8QpW6PRY97tfOSW5bsc2Xl/EQi08=\n\n— o x\n"
+	for _, tc := range []struct{ in, want string }{
+		{"c2sp.org/tlog-proof@v1\nindex 1\n", "no empty line"},
+		{"c2sp.org/tlog-proof@v2\nindex 1\n\n" + cp, "first line"},
+		{"c2sp.org/tlog-proof@v1\n\n" + cp, "missing index"},
+		{"c2sp.org/tlog-proof@v1\nindex 01\n\n" + cp, "bad index"},
+		{"c2sp.org/tlog-proof@v1\nindex -1\n\n" + cp, "bad index"},
+		{"c2sp.org/tlog-proof@v1\nextra !!\nindex 1\n\n" + cp, "bad extra"},
+		{"c2sp.org/tlog-proof@v1\nindex 1\nAAAA\n\n" + cp, "bad hash"},
+		{"c2sp.org/tlog-proof@v1\nindex 1\n\n", "no checkpoint"},
+	} {
+		_, err := ParseProof([]byte(tc.in))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseProof(%q) = %v, want an error containing %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseProof(f *testing.F) {
+	f.Add([]byte("c2sp.org/tlog-proof@v1\nextra dHJhaWw=\nindex 3\nsFodV/vSp5O8n9a8QpW6PRY97tfOSW5bsc2Xl/EQi08=\n\no\n4\nsFodV/vSp5O8n9a8QpW6PRY97tfOSW5bsc2Xl/EQi08=\n\n— o x\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseProof(b)
+		if err != nil {
+			return
+		}
+		q, err := ParseProof(p.Format())
+		if err != nil {
+			t.Fatalf("ParseProof(Format()) failed: %v", err)
+		}
+		if !bytes.Equal(q.Format(), p.Format()) {
+			t.Fatalf("Format is not stable")
 		}
 	})
 }

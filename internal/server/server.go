@@ -4,10 +4,11 @@
 //
 // Endpoints:
 //
-//	POST /v1/events          writer, admin    one event or a JSON array of events
-//	GET  /v1/events/{index}  reader, auditor, admin
-//	GET  /checkpoint         reader, auditor, admin
-//	GET  /tile/{path...}     reader, auditor, admin
+//	POST /v1/events               writer, admin    one event, a JSON array of events or NDJSON
+//	GET  /v1/events/{index}       reader, auditor, admin
+//	GET  /v1/proofs/consistency   reader, auditor, admin   ?from=N[&to=M]
+//	GET  /checkpoint              reader, auditor, admin
+//	GET  /tile/{path...}          reader, auditor, admin
 //
 // Every error is a JSON object {"error": "..."}. Every response carries
 // Strict-Transport-Security: the server is only ever reached over TLS.
@@ -88,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/events", s.require(writers, s.postEvents))
 	mux.Handle("GET /v1/events/{index}", s.require(readers, s.getEvent))
+	mux.Handle("GET /v1/proofs/consistency", s.require(readers, s.getConsistency))
 	mux.Handle("GET /checkpoint", s.require(readers, s.getCheckpoint))
 	mux.Handle("GET /tile/{path...}", s.require(readers, s.getTile))
 	s.handler = http.MaxBytesHandler(mux, cfg.MaxBodyBytes)
