@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/trailaudit/trail/internal/durable"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/server"
 	storagefs "github.com/trailaudit/trail/internal/storage/fs"
@@ -114,7 +116,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	hs := server.NewHTTPServer(*listen, srv, tlsConfig, logger)
 	served := make(chan error, 1)
 	go func() { served <- hs.ServeTLS(ln, "", "") }()
-	printBanner(stdout, *dir, ln.Addr().String(), host, pki, keys)
+	url := serverURL(ln.Addr().String(), host)
+	if err := writeServeInfo(*dir, serveInfo{URL: url, CAFingerprint: pki.CAFingerprint(), VerifierKey: keys.VerifierKey, PID: os.Getpid()}); err != nil {
+		logger.Warn("couldn't write "+serveInfoFile+"; client commands need -server", "err", err)
+	}
+	defer os.Remove(filepath.Join(*dir, serveInfoFile))
+	printBanner(stdout, *dir, url, pki, keys)
 
 	select {
 	case err = <-served: // failed before any signal
@@ -189,12 +196,38 @@ func createFile(path string, data []byte) error {
 	return err
 }
 
-func printBanner(w io.Writer, dir, addr, host string, pki *tlsconf.PKI, keys *ledger.Keys) {
+// serveInfoFile, in the data directory, tells client commands on the
+// server's machine where the running server is. It is written once the
+// server listens and removed when it stops.
+const serveInfoFile = "serve.json"
+
+// serveInfo is the content of serveInfoFile.
+type serveInfo struct {
+	URL           string `json:"url"`
+	CAFingerprint string `json:"ca_fingerprint"`
+	VerifierKey   string `json:"verifier_key"`
+	PID           int    `json:"pid"`
+}
+
+func writeServeInfo(dir string, info serveInfo) error {
+	b, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	return durable.WriteFile(filepath.Join(dir, serveInfoFile), append(b, '\n'), 0o644)
+}
+
+// serverURL is the URL clients use for the listener at addr, which was asked
+// for as host: a wildcard listener is reached as localhost.
+func serverURL(addr, host string) string {
 	_, port, _ := net.SplitHostPort(addr)
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "localhost"
 	}
-	url := "https://" + net.JoinHostPort(host, port)
+	return "https://" + net.JoinHostPort(host, port)
+}
+
+func printBanner(w io.Writer, dir, url string, pki *tlsconf.PKI, keys *ledger.Keys) {
 	pkiDir := filepath.Join(dir, "pki")
 	tlsArgs := fmt.Sprintf("--cacert %s --cert %s --key %s",
 		shellQuote(filepath.Join(pkiDir, tlsconf.CACertFile)),
