@@ -15,6 +15,7 @@ import (
 
 	"github.com/trailaudit/trail/internal/c2sp"
 	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/storage"
 	"github.com/trailaudit/trail/internal/storage/fs"
 )
 
@@ -250,5 +251,30 @@ func TestBadInput(t *testing.T) {
 	defer l.Close()
 	if l.Size() != 0 {
 		t.Errorf("reopened Size() = %d, want 0", l.Size())
+	}
+}
+
+func TestLeafHash(t *testing.T) {
+	ctx := t.Context()
+	l := openLog(t, t.TempDir())
+	t.Cleanup(func() { l.Close() })
+	var leaves [][]byte
+	for i := range 600 {
+		leaves = append(leaves, fmt.Appendf(nil, "entry %d", i))
+	}
+	if _, err := l.Append(ctx, leaves...); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int64{0, 255, 256, 511, 599} {
+		got, err := l.LeafHash(ctx, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := tlog.RecordHash(leaves[i]); got != want {
+			t.Errorf("LeafHash(%d) = %x, want %x", i, got, want)
+		}
+	}
+	if _, err := l.LeafHash(ctx, 600); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("LeafHash(600) = %v, want ErrNotFound", err)
 	}
 }

@@ -56,3 +56,16 @@ func (l *Log) ReadEntry(ctx context.Context, index int64) ([]byte, error) {
 	}
 	return e[0], nil
 }
+
+// LeafHash returns the record hash of entry index, as the tree holds it.
+func (l *Log) LeafHash(ctx context.Context, index int64) (tlog.Hash, error) {
+	snap := l.snapshot()
+	if index < 0 || index >= snap.size {
+		return tlog.Hash{}, fmt.Errorf("entry %d: %w (log size %d)", index, storage.ErrNotFound, snap.size)
+	}
+	hs, err := l.hashReader(ctx, snap)([]int64{tlog.StoredHashIndex(0, index)})
+	if err != nil {
+		return tlog.Hash{}, err
+	}
+	return hs[0], nil
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,11 +10,13 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 
-	"golang.org/x/mod/sumdb/tlog"
-
 	"github.com/trailaudit/trail/event"
+	"github.com/trailaudit/trail/internal/c2sp"
+	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/tlsconf"
 	"github.com/trailaudit/trail/internal/storage"
 )
 
@@ -21,13 +24,52 @@ import (
 type appended struct {
 	Index    int64  `json:"index"`
 	LeafHash []byte `json:"leaf_hash"` // base64, as encoding/json writes []byte
+	// Proof is a C2SP tlog-proof of the entry, with ?wait=proof.
+	Proof string `json:"proof,omitempty"`
 }
 
-// postEvents appends one event or a JSON array of events in one commit and
-// replies only once all of them are durable.
+// Media types of POST /v1/events bodies.
+const (
+	mediaJSON   = "application/json"
+	mediaNDJSON = "application/x-ndjson"
+)
+
+// ndjsonTypes are the names in use for newline-delimited JSON.
+var ndjsonTypes = []string{mediaNDJSON, "application/ndjson", "application/jsonl", "application/x-jsonlines"}
+
+// maxKeyLen bounds an Idempotency-Key.
+const maxKeyLen = 255
+
+// postEvents appends one event, a JSON array of events or NDJSON in one
+// commit and replies only once all of them are durable. With an
+// Idempotency-Key, or events carrying ids, a retried request gets the
+// original indices and appends nothing twice.
 func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	ndjson := slices.Contains(ndjsonTypes, mt)
+	if err != nil || mt != mediaJSON && !ndjson {
+		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json (one event or an array) or application/x-ndjson (one event per line)")
+		return
+	}
+	q := r.URL.Query()
+	for name := range q {
+		if name != "wait" {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q", name))
+			return
+		}
+	}
+	wantProof := false
+	switch q.Get("wait") {
+	case "", "durable":
+	case "proof":
+		wantProof = true
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad wait %q: want durable or proof", q.Get("wait")))
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if msg := checkKey(key); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
 	body, err := io.ReadAll(r.Body)
@@ -39,38 +81,127 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "couldn't read body: "+err.Error())
 		return
 	}
-	events, status, msg := s.parseEvents(body)
+	var events []event.Event
+	var status int
+	var msg string
+	if ndjson {
+		events, status, msg = s.parseNDJSON(body)
+	} else {
+		events, status, msg = s.parseEvents(body)
+	}
 	if status != 0 {
 		writeError(w, status, msg)
 		return
 	}
 	id := identity(r)
-	now := s.cfg.Now().UTC()
-	leaves := make([][]byte, len(events))
-	for i, ev := range events {
-		leaf, err := event.Encode(event.Envelope{Received: now, Source: id.Name, Via: "json", Event: ev})
-		if err != nil {
-			writeError(w, http.StatusBadRequest, elementError(isArray(body), i, err))
-			return
-		}
-		leaves[i] = leaf
-	}
-	first, err := s.cfg.Log.Append(r.Context(), leaves...)
+	p, err := s.dedup.begin(id.Name, key, events)
 	if err != nil {
-		// Nothing was acknowledged; the entries may or may not be stored,
-		// which a retry with an idempotency key will settle.
-		s.log.Error("couldn't append", "source", id.Name, "events", len(leaves), "err", err)
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	}
+	var indices []int64
+	if p.replay != nil {
+		w.Header().Set("Idempotent-Replayed", "true")
+		indices = make([]int64, p.replay.n)
+		for i := range indices {
+			indices[i] = p.replay.first + int64(i)
+		}
+	} else if indices, err = s.appendPlan(r.Context(), p, id, key, events); err != nil {
+		// Nothing was acknowledged. After a storage failure the log refuses
+		// appends until reopened, and reopening recalls the keys of what
+		// was stored, so a retry with the same key settles it.
+		s.log.Error("couldn't append", "source", id.Name, "events", len(events), "err", err)
 		writeError(w, http.StatusServiceUnavailable, "the log could not store the events; retry later")
 		return
 	}
-	reply := struct {
-		Entries []appended `json:"entries"`
-	}{make([]appended, len(leaves))}
-	for i, leaf := range leaves {
-		h := tlog.RecordHash(leaf)
-		reply.Entries[i] = appended{Index: first + int64(i), LeafHash: h[:]}
+	reply, err := s.describe(r.Context(), indices, wantProof)
+	if err != nil {
+		s.serverError(w, "couldn't read back the entries", err)
+		return
 	}
 	writeJSON(w, http.StatusOK, reply)
+}
+
+// appendPlan appends the fresh events of p and returns every event's index.
+func (s *Server) appendPlan(ctx context.Context, p *plan, id tlsconf.Identity, key string, events []event.Event) ([]int64, error) {
+	if len(p.fresh) == 0 {
+		return p.finish(0, nil), nil
+	}
+	if len(p.fresh) < len(events) {
+		// Some events were logged before under their ids: this request's
+		// entries are not all contiguous, so the key is not recorded in
+		// them, and retries are settled by the ids.
+		key = ""
+	}
+	now := s.cfg.Now().UTC()
+	leaves := make([][]byte, len(p.fresh))
+	for n, i := range p.fresh {
+		leaf, err := event.Encode(event.Envelope{Received: now, Source: id.Name, Via: "json", Key: key, Event: events[i]})
+		if err != nil { // Parse validated the event: this is a server bug
+			p.finish(0, err)
+			return nil, err
+		}
+		leaves[n] = leaf
+	}
+	// The append is not cancelled with the request: its outcome must be
+	// known to keep the idempotency memory true.
+	first, err := s.cfg.Log.Append(context.WithoutCancel(ctx), leaves...)
+	if err != nil {
+		p.finish(0, err)
+		return nil, err
+	}
+	return p.finish(first, nil), nil
+}
+
+type appendReply struct {
+	Entries []appended `json:"entries"`
+}
+
+// describe returns the reply for entries at indices: their leaf hashes and,
+// if proof, their C2SP tlog-proofs against one checkpoint.
+func (s *Server) describe(ctx context.Context, indices []int64, proof bool) (appendReply, error) {
+	l := s.cfg.Log
+	reply := appendReply{make([]appended, len(indices))}
+	var cp *ledger.Checkpoint
+	if proof {
+		top := slices.Max(indices)
+		if cp = l.Latest(); cp == nil || cp.Size <= top {
+			var err error
+			if cp, err = l.Checkpoint(ctx); err != nil {
+				return reply, err
+			}
+		}
+	}
+	for i, index := range indices {
+		// The hash is the tree's own, which is what proofs are made from
+		// (for an entry over 64 KiB it is the hash of its reference leaf).
+		hash, err := l.LeafHash(ctx, index)
+		if err != nil {
+			return reply, err
+		}
+		reply.Entries[i] = appended{Index: index, LeafHash: hash[:]}
+		if proof {
+			hs, err := l.ProveInclusion(ctx, index, cp.Size)
+			if err != nil {
+				return reply, err
+			}
+			reply.Entries[i].Proof = string(c2sp.Proof{Index: index, Hashes: hs, Checkpoint: cp.Note}.Format())
+		}
+	}
+	return reply, nil
+}
+
+// checkKey returns why an Idempotency-Key is unacceptable, or "".
+func checkKey(key string) string {
+	if len(key) > maxKeyLen {
+		return fmt.Sprintf("Idempotency-Key longer than %d bytes", maxKeyLen)
+	}
+	for _, c := range []byte(key) {
+		if c < 0x21 || c > 0x7e {
+			return "Idempotency-Key must be printable ASCII without spaces"
+		}
+	}
+	return ""
 }
 
 // parseEvents parses body as one event or a non-empty array of events. On
@@ -100,6 +231,28 @@ func (s *Server) parseEvents(body []byte) ([]event.Event, int, string) {
 			return nil, http.StatusBadRequest, elementError(true, i, err)
 		}
 		events[i] = ev
+	}
+	return events, 0, ""
+}
+
+// parseNDJSON parses body as events, one per line; blank lines are skipped.
+func (s *Server) parseNDJSON(body []byte) ([]event.Event, int, string) {
+	var events []event.Event
+	for n, line := range bytes.Split(body, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		if len(events) == s.cfg.MaxEvents {
+			return nil, http.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d events in one request", s.cfg.MaxEvents)
+		}
+		ev, err := event.Parse(line)
+		if err != nil {
+			return nil, http.StatusBadRequest, fmt.Sprintf("line %d: %v", n+1, err)
+		}
+		events = append(events, ev)
+	}
+	if len(events) == 0 {
+		return nil, http.StatusBadRequest, "empty body: send at least one event"
 	}
 	return events, 0, ""
 }

@@ -53,6 +53,13 @@ type Config struct {
 	MaxEvents int
 	// Logger receives server errors (5xx). Default: discard.
 	Logger *slog.Logger
+	// IdempotencyKeys bounds the idempotency keys and event ids remembered;
+	// the oldest are forgotten first. Default DefaultIdempotencyKeys.
+	IdempotencyKeys int
+	// IdempotencyScan is how many of the newest entries New reads to
+	// remember their keys across a restart. Default DefaultIdempotencyScan;
+	// negative reads none.
+	IdempotencyScan int64
 	// Now is the clock that stamps Envelope.Received. Default: time.Now.
 	Now func() time.Time
 }
@@ -62,6 +69,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	handler http.Handler
+	dedup   *dedup
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -80,9 +88,20 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	if cfg.IdempotencyKeys <= 0 {
+		cfg.IdempotencyKeys = DefaultIdempotencyKeys
+	}
+	if cfg.IdempotencyScan == 0 {
+		cfg.IdempotencyScan = DefaultIdempotencyScan
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, dedup: newDedup(cfg.IdempotencyKeys)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.IdempotencyScan > 0 {
+		if err := s.dedup.recall(context.Background(), cfg.Log, cfg.IdempotencyScan); err != nil {
+			return nil, err
+		}
 	}
 	readers := []tlsconf.Role{tlsconf.RoleReader, tlsconf.RoleAuditor, tlsconf.RoleAdmin}
 	writers := []tlsconf.Role{tlsconf.RoleWriter, tlsconf.RoleAdmin}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,14 +34,20 @@ const goodEvent = `{"time":"2026-01-02T03:04:05Z","actor":{"id":"alice"},"action
 // testServer is a server on real TLS over 127.0.0.1 with a fresh log.
 type testServer struct {
 	url  string
+	dir  string
 	keys *ledger.Keys
 	log  *ledger.Log
 	pki  *tlsconf.PKI
+	stop func() // stops the server and closes the log; idempotent
 }
 
 func newTestServer(t *testing.T, maxBody int64) *testServer {
+	return startTestServer(t, t.TempDir(), func(c *server.Config) { c.MaxBodyBytes = maxBody })
+}
+
+// startTestServer serves the log in dir, configured by edit.
+func startTestServer(t *testing.T, dir string, edit func(*server.Config)) *testServer {
 	t.Helper()
-	dir := t.TempDir()
 	keys, err := ledger.LoadOrCreateKeys(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +64,11 @@ func newTestServer(t *testing.T, maxBody int64) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Log: l, LogDir: filepath.Join(dir, "log"), MaxBodyBytes: maxBody})
+	cfg := server.Config{Log: l, LogDir: filepath.Join(dir, "log")}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,20 +83,24 @@ func newTestServer(t *testing.T, maxBody int64) *testServer {
 	hs := server.NewHTTPServer("", srv, tc, slog.New(slog.DiscardHandler))
 	done := make(chan error, 1)
 	go func() { done <- hs.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := hs.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("ServeTLS = %v, want ErrServerClosed", err)
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return &testServer{url: "https://" + ln.Addr().String(), keys: keys, log: l, pki: pki}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := hs.Shutdown(ctx); err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+			if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+				t.Errorf("ServeTLS = %v, want ErrServerClosed", err)
+			}
+			if err := l.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &testServer{url: "https://" + ln.Addr().String(), dir: dir, keys: keys, log: l, pki: pki, stop: stop}
 }
 
 // client returns a client presenting a certificate for name with role, or
