@@ -16,8 +16,8 @@ import (
 	"github.com/trailaudit/trail/event"
 	"github.com/trailaudit/trail/internal/c2sp"
 	"github.com/trailaudit/trail/internal/ledger"
-	"github.com/trailaudit/trail/internal/tlsconf"
 	"github.com/trailaudit/trail/internal/storage"
+	"github.com/trailaudit/trail/internal/tlsconf"
 )
 
 // appended is one entry of a POST /v1/events reply.
