@@ -20,6 +20,7 @@ import (
 	"github.com/trailaudit/trail/internal/server"
 	storagefs "github.com/trailaudit/trail/internal/storage/fs"
 	"github.com/trailaudit/trail/internal/tlsconf"
+	"github.com/trailaudit/trail/internal/token"
 )
 
 const serveHelp = `Usage: trail serve [-data DIR] [-listen ADDR] [-profile intermediate|modern]
@@ -94,7 +95,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	tlsConfig.VerifyConnection = revoked.VerifyConnection // trail cert revoke, without a restart
+	tokens, err := token.Open(filepath.Join(pkiDir, token.File), logger)
+	if err != nil {
+		return err
+	}
 
 	store, err := storagefs.Open(*dir, logger)
 	if err != nil {
@@ -105,7 +109,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		store.Close()
 		return err
 	}
-	srv, err := server.New(server.Config{Log: l, LogDir: filepath.Join(*dir, "log"), Logger: logger})
+	srv, err := server.New(server.Config{
+		Log:       l,
+		LogDir:    filepath.Join(*dir, "log"),
+		ClientCAs: pki.CAPool(),
+		Revoked:   revoked.Revoked, // trail cert revoke, without a restart
+		Tokens:    tokens,
+		Logger:    logger,
+	})
 	if err != nil {
 		return errors.Join(err, l.Close())
 	}
@@ -113,7 +124,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return errors.Join(err, l.Close())
 	}
-	hs := server.NewHTTPServer(*listen, srv, tlsConfig, logger)
+	hs := server.NewHTTPServer(*listen, srv, server.TLSConfig(tlsConfig), logger)
 	served := make(chan error, 1)
 	go func() { served <- hs.ServeTLS(ln, "", "") }()
 	url := serverURL(ln.Addr().String(), host)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/trailaudit/trail/event"
 	"github.com/trailaudit/trail/internal/c2sp"
@@ -101,6 +102,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	var indices []int64
 	if p.replay != nil {
+		s.metrics.replayed.Inc()
 		w.Header().Set("Idempotent-Replayed", "true")
 		indices = make([]int64, p.replay.n)
 		for i := range indices {
@@ -145,11 +147,14 @@ func (s *Server) appendPlan(ctx context.Context, p *plan, id tlsconf.Identity, k
 	}
 	// The append is not cancelled with the request: its outcome must be
 	// known to keep the idempotency memory true.
+	start := time.Now()
 	first, err := s.cfg.Log.Append(context.WithoutCancel(ctx), leaves...)
 	if err != nil {
 		p.finish(0, err)
 		return nil, err
 	}
+	s.metrics.appendTime.Observe(since(start))
+	s.metrics.events.Add(float64(len(leaves)))
 	return p.finish(first, nil), nil
 }
 
@@ -308,6 +313,12 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) {
 	proof, err := l.ProveInclusion(ctx, index, cp.Size)
 	if err != nil {
 		s.serverError(w, "couldn't prove inclusion", err)
+		return
+	}
+	// The read is recorded before it is answered: a read the log cannot
+	// record is refused.
+	if err := s.auditRead(ctx, identity(r), index); err != nil {
+		s.serverError(w, "couldn't record the read in the log", err)
 		return
 	}
 	hashes := make([]string, len(proof))

@@ -17,12 +17,18 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/big"
 	"net/http"
-	"slices"
+	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/tlsconf"
@@ -32,6 +38,11 @@ import (
 const (
 	DefaultMaxBodyBytes = 16 << 20
 	DefaultMaxEvents    = 10_000
+	// DefaultRateLimit is the requests per second each identity may make;
+	// DefaultRateBurst how many it may make at once. They are meant to stop
+	// a runaway producer, not to shape normal load.
+	DefaultRateLimit = 50_000
+	DefaultRateBurst = 100_000
 )
 
 // hsts is sent on every response: two years, the preload list's minimum.
@@ -45,14 +56,29 @@ type Config struct {
 	// LogDir is the C2SP tlog-tiles directory to serve /checkpoint and
 	// /tile/ from: <data dir>/log. Required.
 	LogDir string
+	// ClientCAs verifies client certificates; nil accepts none. Serve over
+	// TLSConfig(...): the server verifies certificates itself.
+	ClientCAs *x509.CertPool
+	// Revoked reports whether a client certificate's serial number is
+	// revoked; checked on every request. Optional.
+	Revoked func(serial *big.Int) bool
+	// Tokens resolves bearer tokens; nil accepts none.
+	Tokens TokenLookup
+	// PublicRead serves /checkpoint and /tile/ to anyone, as a static C2SP
+	// tlog-tiles mirror would; by default they need the reader role.
+	PublicRead bool
 	// MaxBodyBytes bounds a request body, in bytes; a larger one gets 413.
 	// Default DefaultMaxBodyBytes (16 MiB).
 	MaxBodyBytes int64
 	// MaxEvents bounds the events in one request; more get 413.
 	// Default DefaultMaxEvents.
 	MaxEvents int
-	// Logger receives server errors (5xx). Default: discard.
-	Logger *slog.Logger
+	// RateLimit is the requests per second each identity may make, and
+	// RateBurst how many at once; over it they get 429. Defaults
+	// DefaultRateLimit and DefaultRateBurst; a negative RateLimit disables
+	// the limit.
+	RateLimit float64
+	RateBurst int
 	// IdempotencyKeys bounds the idempotency keys and event ids remembered;
 	// the oldest are forgotten first. Default DefaultIdempotencyKeys.
 	IdempotencyKeys int
@@ -60,6 +86,8 @@ type Config struct {
 	// remember their keys across a restart. Default DefaultIdempotencyScan;
 	// negative reads none.
 	IdempotencyScan int64
+	// Logger receives server errors (5xx). Default: discard.
+	Logger *slog.Logger
 	// Now is the clock that stamps Envelope.Received. Default: time.Now.
 	Now func() time.Time
 }
@@ -70,6 +98,10 @@ type Server struct {
 	log     *slog.Logger
 	handler http.Handler
 	dedup   *dedup
+	metrics *metrics
+
+	limitMu  sync.Mutex
+	limiters map[string]*rate.Limiter
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -85,6 +117,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxEvents <= 0 {
 		cfg.MaxEvents = DefaultMaxEvents
 	}
+	if cfg.RateLimit == 0 {
+		cfg.RateLimit = DefaultRateLimit
+	}
+	if cfg.RateBurst <= 0 {
+		cfg.RateBurst = max(DefaultRateBurst, int(cfg.RateLimit))
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -94,10 +132,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdempotencyScan == 0 {
 		cfg.IdempotencyScan = DefaultIdempotencyScan
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, dedup: newDedup(cfg.IdempotencyKeys)}
+	s := &Server{cfg: cfg, log: cfg.Logger, dedup: newDedup(cfg.IdempotencyKeys), limiters: make(map[string]*rate.Limiter)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.metrics = newMetrics(s)
 	if cfg.IdempotencyScan > 0 {
 		if err := s.dedup.recall(context.Background(), cfg.Log, cfg.IdempotencyScan); err != nil {
 			return nil, err
@@ -105,14 +144,55 @@ func New(cfg Config) (*Server, error) {
 	}
 	readers := []tlsconf.Role{tlsconf.RoleReader, tlsconf.RoleAuditor, tlsconf.RoleAdmin}
 	writers := []tlsconf.Role{tlsconf.RoleWriter, tlsconf.RoleAdmin}
+	tiles := func(h http.HandlerFunc) http.Handler {
+		if cfg.PublicRead {
+			return h
+		}
+		return s.require(readers, h)
+	}
 	mux := http.NewServeMux()
-	mux.Handle("POST /v1/events", s.require(writers, s.postEvents))
-	mux.Handle("GET /v1/events/{index}", s.require(readers, s.getEvent))
-	mux.Handle("GET /v1/proofs/consistency", s.require(readers, s.getConsistency))
-	mux.Handle("GET /checkpoint", s.require(readers, s.getCheckpoint))
-	mux.Handle("GET /tile/{path...}", s.require(readers, s.getTile))
+	route := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, s.counted(pattern, h))
+		// Other methods on the path get a JSON 405 rather than the mux's text.
+		method, path, _ := strings.Cut(pattern, " ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			allow := method
+			if method == "GET" {
+				allow = "GET, HEAD"
+			}
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, path, method))
+		})
+	}
+	route("POST /v1/events", s.require(writers, s.postEvents))
+	route("GET /v1/events/{index}", s.require(readers, s.getEvent))
+	route("GET /v1/proofs/consistency", s.require(readers, s.getConsistency))
+	route("GET /checkpoint", tiles(s.getCheckpoint))
+	route("GET /tile/{path...}", tiles(s.getTile))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+	})
 	s.handler = http.MaxBytesHandler(mux, cfg.MaxBodyBytes)
 	return s, nil
+}
+
+// allow applies the per-identity rate limit.
+func (s *Server) allow(id tlsconf.Identity) bool {
+	if s.cfg.RateLimit < 0 {
+		return true
+	}
+	s.limitMu.Lock()
+	l := s.limiters[id.Name]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
+		s.limiters[id.Name] = l
+	}
+	s.limitMu.Unlock()
+	if !l.Allow() {
+		s.metrics.limited.Inc()
+		return false
+	}
+	return true
 }
 
 // ServeHTTP sets the HSTS header and dispatches r.
@@ -135,6 +215,7 @@ func NewHTTPServer(addr string, h http.Handler, tlsConfig *tls.Config, logger *s
 		WriteTimeout:   time.Minute,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
+		ConnContext:    connContext,
 	}
 	if logger != nil {
 		hs.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
@@ -143,27 +224,6 @@ func NewHTTPServer(addr string, h http.Handler, tlsConfig *tls.Config, logger *s
 }
 
 type ctxKey struct{}
-
-// require admits requests whose verified client certificate has one of
-// roles: no identity is 401, another role 403.
-func (s *Server) require(roles []tlsconf.Role, h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.TLS == nil {
-			writeError(w, http.StatusUnauthorized, "a client certificate is required")
-			return
-		}
-		id, err := tlsconf.ClientIdentity(*r.TLS)
-		if err != nil {
-			writeError(w, http.StatusUnauthorized, "no valid identity: "+err.Error())
-			return
-		}
-		if !slices.Contains(roles, id.Role) {
-			writeError(w, http.StatusForbidden, "role "+string(id.Role)+" may not do this")
-			return
-		}
-		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, id)))
-	})
-}
 
 func identity(r *http.Request) tlsconf.Identity {
 	id, _ := r.Context().Value(ctxKey{}).(tlsconf.Identity)
