@@ -110,16 +110,23 @@ func (s StaticCertificate) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificat
 // tokens can authenticate it. ClientIdentity reads the verified identity.
 //
 // NextProtos is left empty: http.Server adds "h2" and "http/1.1" itself.
-// Session tickets stay enabled: Go rotates their keys every day and keeps
-// them at most a week, and re-checks client certificate expiry on
-// resumption.
+//
+// Session tickets are disabled, so no session is ever resumed. A TLS 1.2
+// ticket carries the session's master secret encrypted under a ticket key
+// that Go keeps for a week, so whoever reads the key from memory within
+// that week can decrypt recorded sessions; and Go announces a week's
+// lifetime for TLS 1.3 tickets, which cannot be shortened (testssl.sh
+// rates both LOW: "PFS requires session ticket keys to be rotated <
+// daily"). Producers keep their connections open, so a full handshake
+// per connection costs little.
 func ServerConfig(profile Profile, certs CertSource, clientCAs *x509.CertPool) (*tls.Config, error) {
 	if certs == nil {
 		return nil, errors.New("tlsconf: no certificate source")
 	}
 	c := &tls.Config{
-		GetCertificate:   certs.GetCertificate,
-		CurvePreferences: append([]tls.CurveID(nil), groups...),
+		GetCertificate:         certs.GetCertificate,
+		CurvePreferences:       append([]tls.CurveID(nil), groups...),
+		SessionTicketsDisabled: true,
 	}
 	switch profile {
 	case Intermediate:

@@ -338,3 +338,133 @@ func FuzzParseProfile(f *testing.F) {
 		}
 	})
 }
+
+// TestSuitesOneByOne offers each TLS 1.2 suite Go knows, alone, and checks
+// that the intermediate profile accepts exactly the forward-secret AEAD
+// ones: every RSA key exchange, CBC, 3DES and RC4 suite is refused. The
+// server has an RSA and an ECDSA certificate, so that no suite fails for
+// want of a key.
+func TestSuitesOneByOne(t *testing.T) {
+	p, err := OpenPKI(PKIConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := rsaCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := p.CAPool()
+	roots.AddCert(rc.Leaf)
+	cfg, err := ServerConfig(Intermediate, eitherCert{p.ServerCertificate(), rc}, p.CAPool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, cfg)
+	suites := append(tls.CipherSuites(), tls.InsecureCipherSuites()...)
+	for _, suite := range suites {
+		if !slices.Contains(suite.SupportedVersions, tls.VersionTLS12) {
+			continue
+		}
+		want := strings.HasPrefix(suite.Name, "TLS_ECDHE_") &&
+			(strings.Contains(suite.Name, "_GCM_") || strings.HasSuffix(suite.Name, "_CHACHA20_POLY1305_SHA256"))
+		t.Run(suite.Name, func(t *testing.T) {
+			cc := &tls.Config{RootCAs: roots, ServerName: "localhost", MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{suite.ID}}
+			_, cerr := dial(t, s.addr, cc)
+			h := s.result(t)
+			if want {
+				if cerr != nil || h.err != nil {
+					t.Fatalf("handshake: client error %v, server error %v; want success", cerr, h.err)
+				}
+				if h.state.CipherSuite != suite.ID {
+					t.Errorf("suite = %s, want %s", tls.CipherSuiteName(h.state.CipherSuite), suite.Name)
+				}
+				return
+			}
+			if cerr == nil || h.err == nil || !strings.Contains(h.err.Error(), "no cipher suite") {
+				t.Fatalf("handshake: client error %v, server error %v; want it refused for its suite", cerr, h.err)
+			}
+		})
+	}
+}
+
+// TestOldVersionsRefused offers TLS 1.0 and 1.1 with every suite Go has
+// for them, to both profiles.
+func TestOldVersionsRefused(t *testing.T) {
+	p, err := OpenPKI(PKIConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []uint16
+	for _, s := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		all = append(all, s.ID)
+	}
+	for _, prof := range []Profile{Intermediate, Modern} {
+		cfg, err := ServerConfig(prof, StaticCertificate{p.ServerCertificate()}, p.CAPool())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := serve(t, cfg)
+		for _, v := range []uint16{tls.VersionTLS10, tls.VersionTLS11} {
+			t.Run(prof.String()+"/"+tls.VersionName(v), func(t *testing.T) {
+				cc := &tls.Config{RootCAs: p.CAPool(), ServerName: "localhost", MinVersion: tls.VersionTLS10, MaxVersion: v, CipherSuites: all}
+				_, cerr := dial(t, s.addr, cc)
+				h := s.result(t)
+				if cerr == nil || h.err == nil || !strings.Contains(h.err.Error(), "unsupported versions") {
+					t.Fatalf("handshake: client error %v, server error %v; want it refused for its version", cerr, h.err)
+				}
+			})
+		}
+	}
+}
+
+// countingCache is a tls.ClientSessionCache that counts the sessions the
+// server gave it.
+type countingCache struct {
+	tls.ClientSessionCache
+	mu  sync.Mutex
+	put int
+}
+
+func (c *countingCache) Put(key string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		c.mu.Lock()
+		c.put++
+		c.mu.Unlock()
+	}
+	c.ClientSessionCache.Put(key, cs)
+}
+
+// TestNoResumption checks that the server issues no session tickets, in
+// TLS 1.2 or 1.3, so that no connection is resumed.
+func TestNoResumption(t *testing.T) {
+	p, err := OpenPKI(PKIConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ServerConfig(Intermediate, StaticCertificate{p.ServerCertificate()}, p.CAPool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, cfg)
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(v), func(t *testing.T) {
+			cache := &countingCache{ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+			cc := &tls.Config{RootCAs: p.CAPool(), ServerName: "localhost", MaxVersion: v, ClientSessionCache: cache}
+			for i := range 2 {
+				// dial exchanges a message, so a TLS 1.3 ticket sent after
+				// the handshake would have been read.
+				c, err := dial(t, s.addr, cc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.result(t)
+				if c.ConnectionState().DidResume {
+					t.Errorf("connection %d resumed a session", i)
+				}
+			}
+			if cache.put != 0 {
+				t.Errorf("client was given %d sessions to resume, want 0", cache.put)
+			}
+		})
+	}
+}
