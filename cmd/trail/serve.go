@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,9 +13,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trailaudit/trail/event"
 
 	"github.com/trailaudit/trail/internal/durable"
 	"github.com/trailaudit/trail/internal/ledger"
@@ -23,14 +31,20 @@ import (
 	"github.com/trailaudit/trail/internal/token"
 )
 
-const serveHelp = `Usage: trail serve [-data DIR] [-listen ADDR] [-profile intermediate|modern]
+const serveHelp = `Usage: trail serve [-config FILE] [-data DIR] [-listen ADDR] [-ops-listen ADDR]
+                   [-profile intermediate|modern] [-tls-cert FILE -tls-key FILE] [-names LIST]
 
-Serves the log in DIR over TLS with client certificates. On first run it
-creates DIR, the log's signing key, a private CA and server certificate in
-DIR/pki, and an admin client certificate for the local CLI
-(DIR/pki/admin.crt and admin.key). It prints the URL, the CA fingerprint,
-the verifier key and curl lines to try. SIGINT or SIGTERM stops it after
-in-flight requests and signs a last checkpoint.
+Serves the log in DIR over TLS only. On first run it creates DIR, the log's
+signing key, a private CA and server certificate in DIR/pki, and an admin
+client certificate for the local CLI (DIR/pki/admin.crt and admin.key). It
+prints the URL, the CA fingerprint, the verifier key and curl lines to try.
+
+Settings come from the YAML file given with -config (see docs/config.md);
+flags override it. /healthz and /metrics are served on -ops-listen, over TLS
+with the server certificate. SIGHUP re-reads operator certificate files and
+the revocation list at once (they are also picked up when they change).
+SIGINT or SIGTERM stops accepting requests, finishes those in flight, signs
+a last checkpoint and exits.
 
 Example:
   trail serve -data ./trail-data -listen 127.0.0.1:8443
@@ -52,33 +66,70 @@ func init() { commands["serve"] = runServe }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr, serveHelp)
-	dir := fs.String("data", "trail-data", "the data `directory`")
-	listen := fs.String("listen", "127.0.0.1:8443", "the `address` to listen on")
-	profileName := fs.String("profile", "intermediate", "the TLS `profile`: intermediate (TLS 1.2 and 1.3) or modern (TLS 1.3 only)")
+	configFile := fs.String("config", "", "the YAML configuration `file` (default: none, built-in defaults)")
+	def := defaultServeConfig()
+	dir := fs.String("data", def.Data, "the data `directory`")
+	listen := fs.String("listen", def.Listen, "the `address` of the API")
+	opsListen := fs.String("ops-listen", def.OpsListen, "the `address` of /healthz and /metrics, or off")
+	profileName := fs.String("profile", def.TLS.Profile, "the TLS `profile`: intermediate (TLS 1.2 and 1.3) or modern (TLS 1.3 only)")
+	certFile := fs.String("tls-cert", "", "an operator's server certificate chain `file` (PEM), instead of the generated one")
+	keyFile := fs.String("tls-key", "", "the `file` of -tls-cert's private key (PEM)")
+	names := fs.String("names", "", "extra DNS names or IP addresses, comma-separated, for the generated server certificate")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	profile, err := tlsconf.ParseProfile(*profileName)
-	if err != nil {
-		return usageError{err.Error()}
+	cfg := def
+	if *configFile != "" {
+		var err error
+		if cfg, err = loadServeConfig(*configFile); err != nil {
+			return err
+		}
 	}
-	host, _, err := net.SplitHostPort(*listen)
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "data":
+			cfg.Data = *dir
+		case "listen":
+			cfg.Listen = *listen
+		case "ops-listen":
+			cfg.OpsListen = *opsListen
+		case "profile":
+			cfg.TLS.Profile = *profileName
+		case "tls-cert":
+			cfg.TLS.CertFile = *certFile
+		case "tls-key":
+			cfg.TLS.KeyFile = *keyFile
+		case "names":
+			cfg.TLS.Names = strings.Split(*names, ",")
+		}
+	})
+	if err := cfg.check("(flags)"); err != nil {
+		return usageError{strings.TrimPrefix(err.Error(), "config (flags): ")}
+	}
+	profile, _ := tlsconf.ParseProfile(cfg.TLS.Profile)
+	host, _, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
-		return usageError{fmt.Sprintf("bad -listen %q: %v", *listen, err)}
+		return usageError{fmt.Sprintf("bad listen address %q: %v", cfg.Listen, err)}
+	}
+	if cfg.OpsListen != "off" {
+		if _, _, err := net.SplitHostPort(cfg.OpsListen); err != nil {
+			return usageError{fmt.Sprintf("bad ops listen address %q: %v (or off)", cfg.OpsListen, err)}
+		}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	data := cfg.Data
 
-	if err := os.MkdirAll(*dir, 0o700); err != nil {
+	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("couldn't create data directory: %w", err)
 	}
-	keys, err := ledger.LoadOrCreateKeys(*dir)
+	keys, err := ledger.LoadOrCreateKeys(data)
 	if err != nil {
 		return err
 	}
-	pkiDir := filepath.Join(*dir, "pki")
-	pkiCfg := tlsconf.PKIConfig{Dir: pkiDir, Name: keys.Verifier.Name(), Logger: logger}
+	pkiDir := filepath.Join(data, "pki")
+	pkiCfg := tlsconf.PKIConfig{Dir: pkiDir, Name: keys.Verifier.Name(), Logger: logger, ExtraNames: cfg.TLS.Names}
 	if ip := net.ParseIP(host); host != "" && host != "localhost" && (ip == nil || !ip.IsUnspecified() && !ip.IsLoopback()) {
-		pkiCfg.ExtraNames = []string{host}
+		pkiCfg.ExtraNames = append(pkiCfg.ExtraNames, host)
 	}
 	pki, err := tlsconf.OpenPKI(pkiCfg)
 	if err != nil {
@@ -87,7 +138,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := ensureAdminCert(pki, pkiDir); err != nil {
 		return err
 	}
-	tlsConfig, err := tlsconf.ServerConfig(profile, tlsconf.StaticCertificate{Certificate: pki.ServerCertificate()}, pki.CAPool())
+	var certs tlsconf.CertSource = tlsconf.StaticCertificate{Certificate: pki.ServerCertificate()}
+	var reloader *tlsconf.Reloader
+	if cfg.TLS.CertFile != "" {
+		if reloader, err = tlsconf.NewReloader(tlsconf.ReloaderConfig{CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, Logger: logger}); err != nil {
+			return err
+		}
+		certs = reloader
+	}
+	tlsConfig, err := tlsconf.ServerConfig(profile, certs, pki.CAPool())
 	if err != nil {
 		return err
 	}
@@ -100,50 +159,95 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	store, err := storagefs.Open(*dir, logger)
+	store, err := storagefs.Open(data, logger)
 	if err != nil {
 		return err
 	}
-	l, err := ledger.Open(ctx, ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, Logger: logger})
+	l, err := ledger.Open(ctx, ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, Logger: logger, CheckpointInterval: cfg.CheckpointInterval})
 	if err != nil {
 		store.Close()
 		return err
 	}
-	srv, err := server.New(server.Config{
-		Log:       l,
-		LogDir:    filepath.Join(*dir, "log"),
-		ClientCAs: pki.CAPool(),
-		Revoked:   revoked.Revoked, // trail cert revoke, without a restart
-		Tokens:    tokens,
-		Logger:    logger,
-	})
+	scfg := cfg.serverConfig()
+	scfg.Log, scfg.LogDir, scfg.Logger = l, filepath.Join(data, "log"), logger
+	scfg.ClientCAs = pki.CAPool()
+	scfg.Revoked = revoked.Revoked // trail cert revoke, without a restart
+	scfg.Tokens = tokens
+	srv, err := server.New(scfg)
 	if err != nil {
 		return errors.Join(err, l.Close())
 	}
-	ln, err := net.Listen("tcp", *listen)
+	registerCertExpiry(srv, certs)
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return errors.Join(err, l.Close())
 	}
-	hs := server.NewHTTPServer(*listen, srv, server.TLSConfig(tlsConfig), logger)
-	served := make(chan error, 1)
+	var opsLn net.Listener
+	if cfg.OpsListen != "off" {
+		if opsLn, err = net.Listen("tcp", cfg.OpsListen); err != nil {
+			ln.Close()
+			return errors.Join(fmt.Errorf("ops listener: %w", err), l.Close())
+		}
+	}
+	started := map[string]any{"listen": ln.Addr().String(), "profile": cfg.TLS.Profile, "version": version(), "log_size": l.Size()}
+	if _, err := srv.Audit(ctx, tlsconf.Identity{}, "trail.server.start", event.Resource{Type: "trail.server", ID: l.Origin()}, started); err != nil {
+		ln.Close()
+		if opsLn != nil {
+			opsLn.Close()
+		}
+		return errors.Join(err, l.Close())
+	}
+
+	hs := server.NewHTTPServer(cfg.Listen, srv, server.TLSConfig(tlsConfig), logger)
+	served := make(chan error, 2)
 	go func() { served <- hs.ServeTLS(ln, "", "") }()
+	var ops *http.Server
+	if opsLn != nil {
+		// The ops endpoints authenticate nobody and serve no event data:
+		// TLS with the server certificate, no client certificate asked.
+		opsTLS := tlsConfig.Clone()
+		opsTLS.ClientAuth, opsTLS.ClientCAs = tls.NoClientCert, nil
+		ops = server.NewHTTPServer(cfg.OpsListen, srv.OpsHandler(), opsTLS, logger)
+		go func() { served <- ops.ServeTLS(opsLn, "", "") }()
+	}
 	url := serverURL(ln.Addr().String(), host)
-	if err := writeServeInfo(*dir, serveInfo{URL: url, CAFingerprint: pki.CAFingerprint(), VerifierKey: keys.VerifierKey, PID: os.Getpid()}); err != nil {
+	if err := writeServeInfo(data, serveInfo{URL: url, CAFingerprint: pki.CAFingerprint(), VerifierKey: keys.VerifierKey, PID: os.Getpid()}); err != nil {
 		logger.Warn("couldn't write "+serveInfoFile+"; client commands need -server", "err", err)
 	}
-	defer os.Remove(filepath.Join(*dir, serveInfoFile))
-	printBanner(stdout, *dir, url, pki, keys)
+	defer os.Remove(filepath.Join(data, serveInfoFile))
+	printBanner(stdout, data, url, pki, keys, l.Size())
+	if opsLn != nil {
+		fmt.Fprintf(stdout, "\nHealth and metrics: https://%s/healthz and /metrics\n", opsLn.Addr())
+	}
 
-	select {
-	case err = <-served: // failed before any signal
-	case <-ctx.Done():
-		logger.Info("shutting down")
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		err = hs.Shutdown(sctx)
-		cancel()
-		if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
-			err = errors.Join(err, serr)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for done := false; !done; {
+		select {
+		case err = <-served: // a listener failed before any signal
+			done = true
+		case <-hup:
+			logger.Info("SIGHUP: re-reading certificate files and the revocation list")
+			if reloader != nil {
+				reloader.Reload() // failures are logged; the old pair stays
+			}
+			revoked.Reload()
+		case <-ctx.Done():
+			done = true
 		}
+	}
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	serr := hs.Shutdown(sctx)
+	if ops != nil {
+		serr = errors.Join(serr, ops.Shutdown(sctx))
+	}
+	cancel()
+	err = errors.Join(err, serr)
+	stopped := map[string]any{"log_size": l.Size()}
+	if _, aerr := srv.Audit(context.Background(), tlsconf.Identity{}, "trail.server.stop", event.Resource{Type: "trail.server", ID: l.Origin()}, stopped); aerr != nil {
+		err = errors.Join(err, aerr)
 	}
 	// Appends still in flight after a timed-out Shutdown either commit
 	// before Close returns or get ErrClosed; none is acknowledged and lost.
@@ -152,7 +256,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		logger.Info("stopped; last checkpoint signed", "size", l.Size())
 	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
 	return err
+}
+
+// registerCertExpiry exports the server certificate's expiry as a metric,
+// for alerting well before it lapses.
+func registerCertExpiry(srv *server.Server, certs tlsconf.CertSource) {
+	srv.Registry().MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "trail_server_certificate_expiry_timestamp_seconds",
+		Help: "When the server certificate in use expires, as a Unix time.",
+	}, func() float64 {
+		c, err := certs.GetCertificate(nil)
+		if err != nil || c == nil || c.Leaf == nil {
+			return 0
+		}
+		return float64(c.Leaf.NotAfter.Unix())
+	}))
 }
 
 // ensureAdminCert creates the admin client certificate for the local CLI
@@ -238,7 +360,7 @@ func serverURL(addr, host string) string {
 	return "https://" + net.JoinHostPort(host, port)
 }
 
-func printBanner(w io.Writer, dir, url string, pki *tlsconf.PKI, keys *ledger.Keys) {
+func printBanner(w io.Writer, dir, url string, pki *tlsconf.PKI, keys *ledger.Keys, next int64) {
 	pkiDir := filepath.Join(dir, "pki")
 	tlsArgs := fmt.Sprintf("--cacert %s --cert %s --key %s",
 		shellQuote(filepath.Join(pkiDir, tlsconf.CACertFile)),
@@ -253,10 +375,15 @@ func printBanner(w io.Writer, dir, url string, pki *tlsconf.PKI, keys *ledger.Ke
 Append an event:
   curl %s -H 'Content-Type: application/json' -d '%s' %s/v1/events
 
-Read it back with its inclusion proof, and the signed checkpoint:
-  curl %s %s/v1/events/0
+Read it back with its inclusion proof (the index is in the reply), and the
+signed checkpoint:
+  curl %s %s/v1/events/%d
   curl %s %s/checkpoint
-`, url, dir, pki.CAFingerprint(), keys.VerifierKey, tlsArgs, ev, url, tlsArgs, url, tlsArgs, url)
+
+Or with the trail CLI, which needs no flags on this machine:
+  trail append '%s'
+  trail verify -server %s
+`, url, dir, pki.CAFingerprint(), keys.VerifierKey, tlsArgs, ev, url, tlsArgs, url, next, tlsArgs, url, ev, url)
 }
 
 // shellQuote quotes s for a POSIX shell if it needs it.

@@ -8,7 +8,8 @@ import (
 	"github.com/trailaudit/trail/internal/durable"
 )
 
-var errLocked = errors.New("data directory is in use by another trail process")
+// ErrLocked is returned by Open when another process has the log open.
+var ErrLocked = errors.New("data directory is in use by another trail process")
 
 // syncAll flushes files concurrently: the kernel merges their journal
 // commits, so two files cost about what one does.

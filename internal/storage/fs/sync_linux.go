@@ -11,7 +11,7 @@ import (
 func lockDir(f *os.File) error {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if err == unix.EWOULDBLOCK {
-			return errLocked
+			return ErrLocked
 		}
 		return &os.PathError{Op: "flock", Path: f.Name(), Err: err}
 	}

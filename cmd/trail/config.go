@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/trailaudit/trail/internal/server"
+	"github.com/trailaudit/trail/internal/tlsconf"
+)
+
+// serveConfig is trail serve's configuration file (YAML). Every field is
+// optional; flags given on the command line override the file. Unknown
+// keys are errors, so that a misspelt setting never silently does nothing.
+// docs/config.md documents each field with an example; keep the two in
+// step.
+type serveConfig struct {
+	// Data is the data directory. Default ./trail-data.
+	Data string `yaml:"data"`
+	// Listen is the API's address. Default 127.0.0.1:8443.
+	Listen string `yaml:"listen"`
+	// OpsListen is the address of /healthz and /metrics, served over TLS
+	// with the server certificate and no client authentication; they hold
+	// no event data. Default 127.0.0.1:9443; "off" disables it.
+	OpsListen string `yaml:"ops_listen"`
+	TLS       struct {
+		// Profile is intermediate (TLS 1.2 and 1.3, the default) or
+		// modern (TLS 1.3 only).
+		Profile string `yaml:"profile"`
+		// CertFile and KeyFile are an operator's server certificate chain
+		// and key (PEM), used instead of the generated ones and re-read
+		// when they change or on SIGHUP. Both or neither.
+		CertFile string `yaml:"cert_file"`
+		KeyFile  string `yaml:"key_file"`
+		// Names are extra DNS names or IP addresses for the generated
+		// server certificate.
+		Names []string `yaml:"names"`
+	} `yaml:"tls"`
+	// PublicRead serves /checkpoint and /tile/ without authentication, as
+	// a public C2SP tlog-tiles mirror. Default false: the reader role.
+	PublicRead bool `yaml:"public_read"`
+	// CheckpointInterval is the least time between signed checkpoints.
+	// Default 1s.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	Limits             struct {
+		// MaxBodyBytes bounds a request body. Default 16 MiB.
+		MaxBodyBytes int64 `yaml:"max_body_bytes"`
+		// MaxEvents bounds the events of one request. Default 10000.
+		MaxEvents int `yaml:"max_events"`
+		// RateLimit is the requests per second each identity may make;
+		// RateBurst how many at once. Defaults 50000 and 100000; a
+		// negative rate_limit disables the limit.
+		RateLimit float64 `yaml:"rate_limit"`
+		RateBurst int     `yaml:"rate_burst"`
+	} `yaml:"limits"`
+	Idempotency struct {
+		// Keys bounds the idempotency keys and event ids remembered.
+		// Default 1000000.
+		Keys int `yaml:"keys"`
+		// Scan is how many of the newest entries are read at start to
+		// remember their keys across a restart. Default 100000.
+		Scan int64 `yaml:"scan"`
+	} `yaml:"idempotency"`
+}
+
+var unknownKeyRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
+
+func defaultServeConfig() serveConfig {
+	var c serveConfig
+	c.Data = "trail-data"
+	c.Listen = "127.0.0.1:8443"
+	c.OpsListen = "127.0.0.1:9443"
+	c.TLS.Profile = "intermediate"
+	c.CheckpointInterval = time.Second
+	return c
+}
+
+// loadServeConfig reads the YAML file at path over the defaults.
+func loadServeConfig(path string) (serveConfig, error) {
+	c := defaultServeConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("couldn't read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		if te, ok := errors.AsType[*yaml.TypeError](err); ok {
+			// One line per problem is yaml's way; the CLI's is one line.
+			msgs := make([]string, len(te.Errors))
+			for i, m := range te.Errors {
+				m = unknownKeyRE.ReplaceAllString(m, "unknown key $1")
+				msgs[i] = strings.ReplaceAll(m, "main.serveConfig", "the configuration")
+			}
+			return c, fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
+		}
+		return c, fmt.Errorf("config %s: %v", path, strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	return c, c.check(path)
+}
+
+// check validates what the types cannot.
+func (c *serveConfig) check(path string) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("config %s: "+format, append([]any{path}, args...)...)
+	}
+	if _, err := tlsconf.ParseProfile(c.TLS.Profile); err != nil {
+		return bad("tls.profile: %v", err)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return bad("tls.cert_file and tls.key_file go together: give both or neither")
+	}
+	switch {
+	case c.Data == "":
+		return bad("data must not be empty")
+	case c.Listen == "":
+		return bad("listen must not be empty")
+	case c.CheckpointInterval < 0:
+		return bad("checkpoint_interval must not be negative")
+	case c.Limits.MaxBodyBytes < 0:
+		return bad("limits.max_body_bytes must not be negative")
+	case c.Limits.MaxEvents < 0:
+		return bad("limits.max_events must not be negative")
+	case c.Limits.RateBurst < 0:
+		return bad("limits.rate_burst must not be negative")
+	case c.Idempotency.Keys < 0:
+		return bad("idempotency.keys must not be negative")
+	}
+	return nil
+}
+
+// serverConfig maps the file's settings onto server.Config.
+func (c *serveConfig) serverConfig() server.Config {
+	return server.Config{
+		PublicRead:      c.PublicRead,
+		MaxBodyBytes:    c.Limits.MaxBodyBytes,
+		MaxEvents:       c.Limits.MaxEvents,
+		RateLimit:       c.Limits.RateLimit,
+		RateBurst:       c.Limits.RateBurst,
+		IdempotencyKeys: c.Idempotency.Keys,
+		IdempotencyScan: c.Idempotency.Scan,
+	}
+}
