@@ -319,7 +319,7 @@ func TestReadPaths(t *testing.T) {
 }
 
 func TestRefused(t *testing.T) {
-	ts := newTestServer(t, 4096)
+	ts := startTestServer(t, t.TempDir(), func(c *server.Config) { c.MaxBodyBytes, c.MaxEvents = 4096, 5 })
 	writer := ts.client(t, "producer-1", tlsconf.RoleWriter)
 	reader := ts.client(t, "reader-1", tlsconf.RoleReader)
 	anonymous := ts.client(t, "", "")
@@ -344,6 +344,12 @@ func TestRefused(t *testing.T) {
 		{"malformed array", writer, "POST", "/v1/events", "application/json", `[{}`, 400, "malformed JSON array"},
 		{"empty array", writer, "POST", "/v1/events", "application/json", `[]`, 400, "empty array"},
 		{"empty body", writer, "POST", "/v1/events", "application/json", ``, 400, "empty body"},
+		{"wrong type", writer, "POST", "/v1/events", "application/json", `{"time":"2026-01-02T03:04:05Z","actor":{"id":7},"action":"login"}`, 400, "actor.id"},
+		{"unknown field", writer, "POST", "/v1/events", "application/json", `{"time":"2026-01-02T03:04:05Z","actor":{"id":"a"},"action":"login","colour":1}`, 400, "colour"},
+		{"invalid UTF-8", writer, "POST", "/v1/events", "application/json", "{\"time\":\"2026-01-02T03:04:05Z\",\"actor\":{\"id\":\"a\xff\"},\"action\":\"login\"}", 400, "UTF-8"},
+		{"too deep", writer, "POST", "/v1/events", "application/json", `{"time":"2026-01-02T03:04:05Z","actor":{"id":"a"},"action":"login","details":` + strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40) + "}", 400, "deeper"},
+		{"too many events", writer, "POST", "/v1/events", "application/json", "[" + strings.Repeat(goodEvent+",", 5) + goodEvent + "]", 413, "at most 5"},
+		{"too many lines", writer, "POST", "/v1/events", "application/x-ndjson", strings.Repeat(goodEvent+"\n", 6), 413, "more than 5"},
 		{"wrong content type", writer, "POST", "/v1/events", "text/plain", goodEvent, 415, "application/json"},
 		{"no content type", writer, "POST", "/v1/events", "", goodEvent, 415, "application/json"},
 		{"too large", writer, "POST", "/v1/events", "application/json", "[" + strings.Repeat(goodEvent+",", 60) + goodEvent + "]", 413, "larger than 4096"},
