@@ -262,7 +262,7 @@ func printReport(w io.Writer, r *scan.Report) {
 			if s.Auth == "anon" {
 				tags = append(tags, "ANON")
 			}
-			fmt.Fprintf(w, "    %-48s %-5s %-5s %-8s %3d  %s\n", s.Name, s.Kex, s.Auth, s.Cipher+"-"+s.Mode, s.Bits, strings.Join(tags, " "))
+			fmt.Fprintf(w, "    %-46s %-5s %-5s %-17s %3d  %s\n", s.Name, s.Kex, s.Auth, s.Cipher+"-"+s.Mode, s.Bits, strings.Join(tags, " "))
 		}
 		if p.Incomplete != "" {
 			fmt.Fprintf(w, "    (list may be incomplete: %s)\n", p.Incomplete)
