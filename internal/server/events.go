@@ -108,7 +108,7 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		for i := range indices {
 			indices[i] = p.replay.first + int64(i)
 		}
-	} else if indices, err = s.appendPlan(r.Context(), p, id, key, events); err != nil {
+	} else if indices, err = s.appendPlan(r.Context(), p, id, key, "json", events); err != nil {
 		// Nothing was acknowledged. After a storage failure the log refuses
 		// appends until reopened, and reopening recalls the keys of what
 		// was stored, so a retry with the same key settles it.
@@ -124,8 +124,31 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, reply)
 }
 
+// ConflictError is returned by Ingest when an event's id was logged before
+// by the same producer for a different event, or is being appended by a
+// request still in flight. The HTTP API answers it with 409.
+type ConflictError = conflictError
+
+// Ingest appends events that a producer protocol adapter has mapped, as
+// the producer id, with via naming the protocol ("k8s", "syslog", "otlp"),
+// and returns each event's index once all are durable. An event whose ID
+// the same producer logged before is not appended again: its original
+// index is returned, which is how adapters make a sender's retries
+// harmless (the Kubernetes adapter sets ID to auditID/stage, say). On a
+// *ConflictError nothing was appended.
+func (s *Server) Ingest(ctx context.Context, id tlsconf.Identity, via string, events []event.Event) ([]int64, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	p, err := s.dedup.begin(id.Name, "", events)
+	if err != nil {
+		return nil, err
+	}
+	return s.appendPlan(ctx, p, id, "", via, events)
+}
+
 // appendPlan appends the fresh events of p and returns every event's index.
-func (s *Server) appendPlan(ctx context.Context, p *plan, id tlsconf.Identity, key string, events []event.Event) ([]int64, error) {
+func (s *Server) appendPlan(ctx context.Context, p *plan, id tlsconf.Identity, key, via string, events []event.Event) ([]int64, error) {
 	if len(p.fresh) == 0 {
 		return p.finish(0, nil), nil
 	}
@@ -138,7 +161,7 @@ func (s *Server) appendPlan(ctx context.Context, p *plan, id tlsconf.Identity, k
 	now := s.cfg.Now().UTC()
 	leaves := make([][]byte, len(p.fresh))
 	for n, i := range p.fresh {
-		leaf, err := event.Encode(event.Envelope{Received: now, Source: id.Name, Via: "json", Key: key, Event: events[i]})
+		leaf, err := event.Encode(event.Envelope{Received: now, Source: id.Name, Via: via, Key: key, Event: events[i]})
 		if err != nil { // Parse validated the event: this is a server bug
 			p.finish(0, err)
 			return nil, err

@@ -99,6 +99,7 @@ type Server struct {
 	handler http.Handler
 	dedup   *dedup
 	metrics *metrics
+	mux     *http.ServeMux
 
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter
@@ -151,19 +152,8 @@ func New(cfg Config) (*Server, error) {
 		return s.require(readers, h)
 	}
 	mux := http.NewServeMux()
-	route := func(pattern string, h http.Handler) {
-		mux.Handle(pattern, s.counted(pattern, h))
-		// Other methods on the path get a JSON 405 rather than the mux's text.
-		method, path, _ := strings.Cut(pattern, " ")
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			allow := method
-			if method == "GET" {
-				allow = "GET, HEAD"
-			}
-			w.Header().Set("Allow", allow)
-			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, path, method))
-		})
-	}
+	s.mux = mux
+	route := s.route
 	route("POST /v1/events", s.require(writers, s.postEvents))
 	route("GET /v1/events/{index}", s.require(readers, s.getEvent))
 	route("GET /v1/proofs/consistency", s.require(readers, s.getConsistency))
@@ -174,6 +164,29 @@ func New(cfg Config) (*Server, error) {
 	})
 	s.handler = http.MaxBytesHandler(mux, cfg.MaxBodyBytes)
 	return s, nil
+}
+
+// route serves h at pattern ("METHOD /path"), counting its requests; other
+// methods on the path get a JSON 405 rather than the mux's text.
+func (s *Server) route(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, s.counted(pattern, h))
+	method, path, _ := strings.Cut(pattern, " ")
+	s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		allow := method
+		if method == "GET" {
+			allow = "GET, HEAD"
+		}
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, path, method))
+	})
+}
+
+// HandleIngest serves a producer protocol's endpoint at pattern, such as
+// "POST /v1/logs", for the writer and admin roles: h runs only for an
+// authenticated writer (Identity(r) names it) within the server's limits,
+// and appends with Ingest. Call it before serving.
+func (s *Server) HandleIngest(pattern string, h http.HandlerFunc) {
+	s.route(pattern, s.require([]tlsconf.Role{tlsconf.RoleWriter, tlsconf.RoleAdmin}, h))
 }
 
 // allow applies the per-identity rate limit.
@@ -224,6 +237,10 @@ func NewHTTPServer(addr string, h http.Handler, tlsConfig *tls.Config, logger *s
 }
 
 type ctxKey struct{}
+
+// Identity returns the authenticated identity of a request that a handler
+// of HandleIngest serves.
+func Identity(r *http.Request) tlsconf.Identity { return identity(r) }
 
 func identity(r *http.Request) tlsconf.Identity {
 	id, _ := r.Context().Value(ctxKey{}).(tlsconf.Identity)
