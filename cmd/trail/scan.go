@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trailaudit/trail/event"
 	"github.com/trailaudit/trail/internal/scan"
 )
 
@@ -32,6 +33,10 @@ docs/scan.md.
 Endpoints are scanned concurrently; each probe is bounded by -timeout, and
 a timeout is reported as a timeout, never as "not supported".
 
+With -record, the results are also appended to a trail log, one event
+(action tls.scan) per endpoint, as tamper-evident evidence; -cafile is the
+trust for the scanned endpoints, -cacert the trust for the log's server.
+
 Exit status: 0 when every endpoint was scanned and meets -min-grade and
 -profile; 1 when one is unreachable, is not TLS, grades below -min-grade
 (M and T grades are below every grade) or deviates from -profile; 2 for
@@ -42,7 +47,8 @@ Examples:
   trail scan https://logs.internal:8443 10.0.0.5:6514
   trail scan -cafile trail-data/pki/ca.crt -min-grade A localhost:8443
   trail scan -json -profile intermediate localhost:8443
-
+  trail scan -record -cafile trail-data/pki/ca.crt localhost:8443
+` + clientHelp + `
 Flags:
 `
 
@@ -63,6 +69,8 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(&cafiles, "cafile", "trust the CA certificates in `FILE` (PEM) besides the system roots; repeatable")
 	timeout := fs.Duration("timeout", 5*time.Second, "bound on each probe (connect, hello, answer)")
 	conc := fs.Int("c", 4, "endpoints scanned at once")
+	record := fs.Bool("record", false, "append each endpoint's result to a trail log as an event (see Connection)")
+	cf := addClientFlags(fs, true)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -83,6 +91,9 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *conc < 1 {
 		return usageError{"-c must be at least 1"}
+	}
+	if err := cf.check(); err != nil {
+		return err
 	}
 	var targets []scan.Target
 	for _, a := range fs.Args() {
@@ -136,6 +147,14 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 		}
 	}
+	var recorded []recordedScan
+	var recordErr error
+	if *record {
+		recorded, recordErr = recordScans(ctx, cf, reports, failures)
+		if recordErr != nil {
+			failures = append(failures, recordErr.Error())
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -144,8 +163,12 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			OK        bool           `json:"ok"`
 			Failures  []string       `json:"failures"`
 			Endpoints []*scan.Report `json:"endpoints"`
-		}{1, len(failures) == 0, append([]string{}, failures...), reports})
+			Recorded  []recordedScan `json:"recorded,omitempty"`
+		}{1, len(failures) == 0, append([]string{}, failures...), reports, recorded})
 	} else {
+		for _, r := range recorded {
+			fmt.Fprintf(stderr, "trail: recorded the scan of %s at index %d of %s\n", r.Target, r.Index, r.Log)
+		}
 		for i, r := range reports {
 			if i > 0 {
 				fmt.Fprintln(stdout)
@@ -160,6 +183,132 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errReported
 	}
 	return nil
+}
+
+// recordedScan is where a scan's event went.
+type recordedScan struct {
+	Target string `json:"target"`
+	Log    string `json:"log"`
+	Index  int64  `json:"index"`
+}
+
+// recordScans appends one event per endpoint to the log the connection
+// flags name, in one request.
+func recordScans(ctx context.Context, cf *clientFlags, reports []*scan.Report, failures []string) ([]recordedScan, error) {
+	c, err := cf.newClient(false)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't record the results: %w", err)
+	}
+	var events []json.RawMessage
+	for _, r := range reports {
+		e, err := scanEvent(r, failures)
+		if err != nil {
+			return nil, fmt.Errorf("couldn't record the scan of %s: %w", r.Target, err)
+		}
+		events = append(events, e)
+	}
+	appended, err := c.Append(ctx, events...)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't record the results in %s: %w", c.URL(), err)
+	}
+	var out []recordedScan
+	for i, a := range appended {
+		out = append(out, recordedScan{Target: reports[i].Target, Log: c.URL(), Index: a.Index})
+	}
+	return out, nil
+}
+
+// scanEvent is the audit event of one endpoint's scan: action tls.scan on
+// the endpoint, outcome failure when it could not be scanned or fell short
+// of -min-grade or -profile, and a summary of the report as details (the
+// full report can exceed an event's 64 KiB of details).
+func scanEvent(r *scan.Report, failures []string) (json.RawMessage, error) {
+	d := scanSummary{Grade: r.Grade.Letter, IgnoringTrust: r.Grade.IgnoringTrust, Score: r.Grade.Score,
+		Error: r.Error, Seconds: r.Seconds, Protocols: map[string][]string{}, DHBits: r.DHBits,
+		HSTSMaxAge: r.HSTS.MaxAge, Checks: map[string]scan.Status{}, Mozilla: map[string][]string{}}
+	for _, p := range r.Protocols {
+		if p.Supported != scan.Yes {
+			continue
+		}
+		names := []string{}
+		for _, s := range p.Suites {
+			names = append(names, s.Name)
+		}
+		names = append(names, p.SSL2Ciphers...)
+		d.Protocols[p.Name] = names
+	}
+	for _, g := range r.Groups {
+		if g.TLS13 == scan.Yes || g.TLS12 == scan.Yes {
+			d.Groups = append(d.Groups, g.Name)
+		}
+	}
+	if c := r.Certificate; c != nil && len(c.Chain) > 0 {
+		d.Certificate = &certSummary{SHA256: c.Chain[0].SHA256, Subject: c.Chain[0].Subject, NotAfter: c.Chain[0].NotAfter,
+			Trusted: c.Trusted, HostnameOK: c.HostnameOK}
+	}
+	for _, c := range r.Checks {
+		d.Checks[c.ID] = c.Result
+	}
+	for _, c := range r.Grade.Caps {
+		d.Caps = append(d.Caps, c.Max+": "+c.Reason)
+	}
+	d.Warnings = r.Grade.Warnings
+	for _, m := range r.Mozilla {
+		d.Mozilla[m.Profile] = m.Deviations
+	}
+	details, err := json.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	e := event.Event{
+		ID:       fmt.Sprintf("scan %s %s", r.Address, r.Started.Format(time.RFC3339Nano)),
+		Time:     r.Started,
+		Actor:    event.Actor{ID: "trail scan", Type: "service"},
+		Action:   "tls.scan",
+		Resource: event.Resource{Type: "endpoint", ID: r.Target},
+		Outcome:  event.Success,
+		Reason:   "grade " + r.Grade.Letter,
+		Details:  details,
+	}
+	if r.Error != "" {
+		e.Reason = r.Error
+	}
+	for _, f := range failures {
+		if strings.HasPrefix(f, r.Target+": ") {
+			e.Outcome, e.Reason = event.Failure, strings.TrimPrefix(f, r.Target+": ")
+			break
+		}
+	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(e)
+}
+
+// scanSummary is the details of a tls.scan event.
+type scanSummary struct {
+	Grade         string                 `json:"grade,omitempty"`
+	IgnoringTrust string                 `json:"ignoring_trust,omitempty"`
+	Score         int                    `json:"score"`
+	Error         string                 `json:"error,omitempty"`
+	Seconds       float64                `json:"seconds"`
+	Protocols     map[string][]string    `json:"protocols"`
+	Groups        []string               `json:"groups,omitempty"`
+	DHBits        int                    `json:"dh_bits,omitempty"`
+	Certificate   *certSummary           `json:"certificate,omitempty"`
+	HSTSMaxAge    int64                  `json:"hsts_max_age"`
+	Checks        map[string]scan.Status `json:"checks"`
+	Caps          []string               `json:"caps,omitempty"`
+	Warnings      []string               `json:"warnings,omitempty"`
+	Mozilla       map[string][]string    `json:"mozilla"`
+}
+
+type certSummary struct {
+	SHA256     string    `json:"sha256"`
+	Subject    string    `json:"subject"`
+	NotAfter   time.Time `json:"not_after"`
+	Trusted    bool      `json:"trusted"`
+	HostnameOK bool      `json:"hostname_ok"`
 }
 
 // readCAFile reads the PEM certificates in path.
