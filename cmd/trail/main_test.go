@@ -44,8 +44,9 @@ func TestScripts(t *testing.T) {
 		Dir:                 "testdata/script",
 		RequireExplicitExec: false,
 		Cmds: map[string]func(*testscript.TestScript, bool, []string){
-			"flipbyte": flipByte,
-			"status":   status,
+			"flipbyte":  flipByte,
+			"status":    status,
+			"waitserve": waitServe,
 		},
 	})
 }

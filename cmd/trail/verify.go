@@ -6,21 +6,25 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/term"
 
+	"github.com/trailaudit/trail/client"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/verify"
 )
 
 const verifyHelp = `Usage: trail verify [-data DIR] [-key FILE|VKEY] [-json]
+       trail verify -server URL [-state FILE|DIR] [-key FILE|VKEY] [-json] [connection flags]
 
 Verifies a data directory offline, as an auditor would: re-hashes every
 entry, rebuilds every tile from the level below, re-hashes the bodies of
@@ -36,10 +40,26 @@ On success it prints the tree size, the root hash, the newest checkpoint
 and what was checked, and exits 0. Otherwise it prints the first problem,
 naming the entry, file or checkpoint and what differs, and exits 1.
 
+With -server it verifies a running server instead, as a client that
+remembers what it saw: it fetches the newest checkpoint, checks its
+signature with the log's key, and checks that it extends the last
+checkpoint this user verified of the same log (the trusted state) by a
+consistency proof from the server; then it trusts the new checkpoint. The
+trusted state is one file per log in -state if that is a directory, else
+the file -state, by default in the user's config directory
+(~/.config/trail/trusted/ on Linux). The first time there is nothing to
+compare with: it trusts what it sees, and says so. If the log is smaller
+than the trusted one (a rollback) or not an extension of it (a fork), it
+prints SECURITY ERROR and both signed checkpoints, leaves the trusted state
+as it was, and exits 1. Without -data or -server, a server running from
+./trail-data (it writes trail-data/serve.json) is verified this way.
+` + clientHelp + `
 Examples:
   trail verify -data ./trail-data
   trail verify -data /mnt/snapshot -key auditor/log.vkey
   trail verify -data ./trail-data -json
+  trail verify -server https://trail.example.com:8443 -cacert ca.crt \
+      -cert auditor-1.crt -key trail.vkey
 
 Flags:
 `
@@ -48,11 +68,35 @@ func init() { commands["verify"] = runVerify }
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("verify", stderr, verifyHelp)
-	dir := fs.String("data", "trail-data", "the data `directory`")
-	key := fs.String("key", "", "the verifier key: a `file` holding it, or the key itself (default: DIR/keys/log.vkey)")
+	dataFlag := fs.String("data", "", "the data `directory` (default $TRAIL_DATA or ./trail-data)")
+	key := fs.String("key", "", "the verifier key: a `file` holding it, or the key itself (default: DIR/keys/log.vkey, or with -server DIR/serve.json's)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of text")
+	cf := addClientFlags(fs, false)
+	cf.data, cf.key = dataFlag, key
+	state := fs.String("state", "", "with -server, the trusted state: a `file`, or a directory of one file per log (default: the user's config directory/trail/trusted)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if err := cf.check(); err != nil {
+		return err
+	}
+	dataDir := cf.dataDir()
+	dir := &dataDir
+	serveJSON := filepath.Join(*dir, serveInfoFile)
+	if *cf.server != "" || *dataFlag == "" && (os.Getenv("TRAIL_SERVER") != "" || exists(serveJSON)) {
+		return verifyServer(ctx, cf, *state, *asJSON, stdout, stderr)
+	}
+	var online []string
+	fs.Visit(func(f *flag.Flag) {
+		if slices.Contains([]string{"state", "cacert", "cert", "cert-key", "token"}, f.Name) {
+			online = append(online, "-"+f.Name)
+		}
+	})
+	if len(online) > 0 {
+		return usageError{fmt.Sprintf("%s: only with -server (verifying a running server)", strings.Join(online, ", "))}
+	}
+	if exists(serveJSON) && !*asJSON {
+		fmt.Fprintf(stderr, "trail: warning: a server is running from %s (see %s): what it appends meanwhile may fail the check; stop it, verify a copy, or verify it online with -server\n", *dir, serveJSON)
 	}
 	opts := verify.Options{}
 	if *key != "" {
@@ -106,6 +150,101 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		formatBytes(float64(rep.Bytes)), rep.Duration.Seconds(), formatBytes(float64(rep.Bytes)/max(rep.Duration.Seconds(), 1e-9)))
 	fmt.Fprintf(stdout, "newest checkpoint:\n%s", rep.Checkpoint)
 	return nil
+}
+
+// verifyServer is trail verify -server: the newest checkpoint of a server,
+// checked against the trusted state and then trusted.
+func verifyServer(ctx context.Context, cf *clientFlags, statePath string, asJSON bool, stdout, stderr io.Writer) error {
+	cfg, err := cf.config(true)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(cfg)
+	if err != nil {
+		return err
+	}
+	if statePath != "" {
+		if fi, err := os.Stat(statePath); err == nil && fi.IsDir() || os.IsPathSeparator(statePath[len(statePath)-1]) {
+			statePath = filepath.Join(statePath, client.TrustedStateFile(c.Origin()))
+		}
+	}
+	state, err := client.NewTrustedState(statePath, cfg.VerifierKey)
+	if err != nil {
+		return err
+	}
+	u, err := c.UpdateTrusted(ctx, state)
+	var serr *client.SecurityError
+	if err != nil && !errors.As(err, &serr) {
+		if asJSON {
+			printServerJSON(stdout, c, state, nil, err)
+			return errReported
+		}
+		return err
+	}
+	if serr != nil {
+		if asJSON {
+			printServerJSON(stdout, c, state, nil, err)
+		} else {
+			fmt.Fprintf(stderr, "trail: %s\n\n%s\n", serr, serr.Evidence())
+			fmt.Fprintf(stderr, "Both checkpoints are signed by the log's key %s: keep them as evidence and tell the log's operator.\n", c.Origin())
+			fmt.Fprintf(stderr, "The server is %s; the trusted state, left as it was, is %s.\n", c.URL(), state.Path())
+		}
+		return errReported
+	}
+	if asJSON {
+		printServerJSON(stdout, c, state, u, nil)
+		return nil
+	}
+	cur := u.Current
+	switch {
+	case u.Previous == nil:
+		fmt.Fprintf(stderr, "trail: note: no checkpoint of %s was verified before: trusting this one on first use (saved in %s); compare its root hash with one from another source, such as the log's operator\n",
+			cur.Origin, state.Path())
+		fmt.Fprintf(stdout, "verified %s: %s size %d root %s, trusted on first use\n", c.URL(), cur.Origin, cur.Size, cur.Hash)
+	case u.Previous.Size == cur.Size:
+		fmt.Fprintf(stdout, "verified %s: %s size %d root %s, unchanged since last verified\n", c.URL(), cur.Origin, cur.Size, cur.Hash)
+	default:
+		fmt.Fprintf(stdout, "verified %s: %s size %d root %s, consistent with size %d verified before\n", c.URL(), cur.Origin, cur.Size, cur.Hash, u.Previous.Size)
+	}
+	return nil
+}
+
+// serverReport is the -json output of verify -server.
+type serverReport struct {
+	OK           bool       `json:"ok"`
+	Server       string     `json:"server"`
+	Origin       string     `json:"origin"`
+	State        string     `json:"state"`
+	Size         int64      `json:"size,omitempty"`
+	Root         string     `json:"root,omitempty"`
+	RootHex      string     `json:"root_hex,omitempty"`
+	Checkpoint   string     `json:"checkpoint,omitempty"`
+	FirstUse     bool       `json:"first_use,omitempty"`
+	PreviousSize *int64     `json:"previous_size,omitempty"`
+	Error        *jsonError `json:"error,omitempty"`
+}
+
+func printServerJSON(w io.Writer, c *client.Client, state *client.TrustedState, u *client.TrustUpdate, err error) {
+	out := serverReport{OK: err == nil, Server: c.URL(), Origin: c.Origin(), State: state.Path()}
+	if u != nil {
+		out.Size = u.Current.Size
+		out.Root = base64.StdEncoding.EncodeToString(u.Current.Hash[:])
+		out.RootHex = hex.EncodeToString(u.Current.Hash[:])
+		out.Checkpoint = string(u.Current.Note)
+		out.FirstUse = u.Previous == nil
+		if u.Previous != nil {
+			out.PreviousSize = &u.Previous.Size
+		}
+	}
+	if err != nil {
+		out.Error = &jsonError{What: err.Error()}
+		if serr := (*client.SecurityError)(nil); errors.As(err, &serr) {
+			out.Error.Evidence = serr.Evidence()
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(out)
 }
 
 // loadKey reads a verifier key from a file, or takes s as the key itself.
