@@ -46,6 +46,7 @@ type Certificate struct {
 	// WeakSignature names a certificate of the chain (not a root) signed
 	// with SHA-1 or MD5.
 	WeakSignature string `json:"weak_signature,omitempty"`
+	md5           bool
 
 	// ChainInOrder is true when each certificate is issued by the next.
 	ChainInOrder bool `json:"chain_in_order"`
@@ -262,6 +263,7 @@ func (s *scanner) certificate(h *handshake) *Certificate {
 			c.WeakSignature = fmt.Sprintf("certificate %d (%s) is signed with SHA-1", i, cert.Subject)
 		case x509.MD5WithRSA, x509.MD2WithRSA:
 			c.WeakSignature = fmt.Sprintf("certificate %d (%s) is signed with MD5", i, cert.Subject)
+			c.md5 = true
 		}
 		if c.WeakSignature != "" {
 			break

@@ -235,7 +235,7 @@ func grade(r *Report, t Target) Grade {
 			capAt("F", "vulnerable to Heartbleed")
 		}
 	}
-	if c := r.Certificate; c != nil && c.WeakSignature != "" && containsMD5(c.WeakSignature) {
+	if c := r.Certificate; c != nil && c.md5 {
 		capAt("F", "%s", c.WeakSignature)
 	}
 
@@ -363,8 +363,6 @@ func grade(r *Report, t Target) Grade {
 	}
 	return g
 }
-
-func containsMD5(s string) bool { return len(s) >= 3 && s[len(s)-3:] == "MD5" }
 
 // Compliance lists how an endpoint deviates from a Mozilla Server Side TLS
 // 6.0 profile.

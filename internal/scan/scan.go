@@ -281,23 +281,23 @@ func (s *scanner) run(ctx context.Context) {
 // reachable returns an error if no protocol probe got an answer that is
 // TLS: the endpoint is down, or speaks something else.
 func (s *scanner) reachable() error {
-	var first string
+	var problems []string
 	for _, p := range s.rep.Protocols {
 		switch p.Supported {
 		case Yes:
 			return nil
 		case Failed, Timeout:
-			if first == "" {
-				first = p.Detail
-			}
+			problems = append(problems, p.Name+": "+p.Detail)
 		}
 	}
-	for _, p := range s.rep.Protocols {
-		if p.Supported == No {
-			return errors.New("no SSL or TLS version is accepted")
-		}
+	if len(problems) == len(s.rep.Protocols) && len(problems) > 0 {
+		// The same connection error for every version: say it once.
+		return errors.New(strings.TrimPrefix(problems[0], s.rep.Protocols[0].Name+": "))
 	}
-	return errors.New(first)
+	if len(problems) > 0 {
+		return errors.New("no SSL or TLS version is accepted; " + strings.Join(problems, "; "))
+	}
+	return errors.New("no SSL or TLS version is accepted")
 }
 
 // protocol returns the report entry for version v.

@@ -190,7 +190,7 @@ func mapsEqual(a, b map[string]Status) bool {
 }
 
 // rsaCert returns a self-signed RSA certificate for 127.0.0.1.
-func rsaCert(t *testing.T, bits int) (tls.Certificate, *x509.Certificate) {
+func rsaCert(t *testing.T, bits int, tweaks ...func(*x509.Certificate)) (tls.Certificate, *x509.Certificate) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
@@ -207,6 +207,9 @@ func rsaCert(t *testing.T, bits int) (tls.Certificate, *x509.Certificate) {
 		DNSNames:              []string{"localhost"},
 		BasicConstraintsValid: true,
 		IsCA:                  true,
+	}
+	for _, f := range tweaks {
+		f(tmpl)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -546,5 +549,28 @@ func TestParseHSTS(t *testing.T) {
 		if age != tc.age || sub != tc.sub || preload != tc.preload {
 			t.Errorf("parseHSTS(%q) = %d, %v, %v; want %d, %v, %v", tc.in, age, sub, preload, tc.age, tc.sub, tc.preload)
 		}
+	}
+}
+
+// TestCertificateProblems checks that an expired certificate for another
+// name grades T, with the configuration's own grade kept beside it.
+func TestCertificateProblems(t *testing.T) {
+	pair, cert := rsaCert(t, 2048, func(c *x509.Certificate) {
+		c.NotBefore = time.Now().Add(-48 * time.Hour)
+		c.NotAfter = time.Now().Add(-24 * time.Hour)
+		c.IPAddresses = nil
+		c.DNSNames = []string{"elsewhere.example"}
+	})
+	tg := serveHTTPS(t, &tls.Config{Certificates: []tls.Certificate{pair}}, "max-age=63072000")
+	r := Scan(t.Context(), tg, scanOpts(cert))
+	if r.Error != "" {
+		t.Fatalf("Scan error: %s", r.Error)
+	}
+	c := r.Certificate
+	if c == nil || !c.Expired || c.HostnameOK || c.DaysLeft >= 0 {
+		t.Fatalf("certificate = %+v, want expired and not matching", c)
+	}
+	if r.Grade.Letter != "T" || !strings.HasPrefix(r.Grade.IgnoringTrust, "A") || !hasCap(r.Grade, "expired") || !hasCap(r.Grade, "does not match") {
+		t.Errorf("grade = %s (ignoring trust %s), caps %v; want T (A ignoring trust) for an expired certificate for another name", r.Grade.Letter, r.Grade.IgnoringTrust, r.Grade.Caps)
 	}
 }
