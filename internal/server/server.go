@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -231,9 +232,25 @@ func NewHTTPServer(addr string, h http.Handler, tlsConfig *tls.Config, logger *s
 		ConnContext:    connContext,
 	}
 	if logger != nil {
-		hs.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+		hs.ErrorLog = log.New(errorLogWriter{logger}, "", 0)
 	}
 	return hs
+}
+
+// errorLogWriter passes http.Server's error lines to a slog.Logger. Failed
+// TLS handshakes go at debug level: scanners, load balancers' probes and
+// clients refused for an old protocol make them by the hundred, and each
+// says nothing an operator can act on.
+type errorLogWriter struct{ log *slog.Logger }
+
+func (w errorLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	level := slog.LevelWarn
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, msg)
+	return len(p), nil
 }
 
 type ctxKey struct{}
