@@ -139,7 +139,8 @@ func runAppend(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Receipt  string `json:"receipt,omitempty"`
 	}
 	var entries []jsonEntry
-	sent, err := src.batches(ctx, func(batch []sourced) error {
+	appended := 0
+	_, err = src.batches(ctx, func(batch []sourced) error {
 		raws := make([]json.RawMessage, len(batch))
 		for i, in := range batch {
 			raws[i] = in.ev
@@ -154,6 +155,7 @@ func runAppend(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return blameEvent(err, batch)
 		}
+		appended += len(got)
 		for _, a := range got {
 			e := jsonEntry{Index: a.Index, LeafHash: base64.StdEncoding.EncodeToString(a.LeafHash[:]), Proof: string(a.Receipt)}
 			if a.Receipt != nil {
@@ -173,8 +175,11 @@ func runAppend(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return nil
 	})
-	if err != nil && sent > 0 {
-		err = fmt.Errorf("appended %d events, then: %w", sent, err)
+	switch {
+	case err != nil && appended > 0:
+		err = fmt.Errorf("appended %d events, then: %w", appended, err)
+	case err == nil && appended == 0:
+		err = errors.New("no events given")
 	}
 	if *asJSON {
 		out := struct {
@@ -196,9 +201,6 @@ func runAppend(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return errReported
 		}
 		return nil
-	}
-	if err == nil && sent == 0 {
-		return errors.New("no events given")
 	}
 	return err
 }
