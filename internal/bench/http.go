@@ -120,12 +120,15 @@ type HTTPResult struct {
 	CipherSuite string `json:"tls_cipher_suite"`
 	Group       string `json:"tls_group"`
 
-	// Requests is the number of requests sent in the measured phase,
-	// Errors how many of them failed (a reply other than 200, or none), and
-	// FirstErrors what the first few failures said.
-	Requests    int      `json:"requests"`
-	Errors      int      `json:"errors"`
-	FirstErrors []string `json:"first_errors,omitempty"`
+	// Requests is the number of requests of the measured phase, Errors how
+	// many of them failed (a reply other than 200, or none), and
+	// FirstErrors what the first few failures said. StoppedEarly says that
+	// the run gave up after HTTPConfig.MaxErrors failures, leaving some
+	// requests unsent.
+	Requests     int      `json:"requests"`
+	Errors       int      `json:"errors"`
+	FirstErrors  []string `json:"first_errors,omitempty"`
+	StoppedEarly bool     `json:"stopped_early,omitempty"`
 	// Acknowledged is the number of events the server acknowledged in the
 	// measured phase; with no errors it is N.
 	Acknowledged int `json:"acknowledged"`
@@ -368,12 +371,13 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (*HTTPResult, error) {
 	res.DurationS = elapsed.Seconds()
 	res.Errors = int(r.errCount.Load())
 	res.FirstErrors = r.firstErrors
+	res.StoppedEarly = res.Errors >= cfg.MaxErrors
 	res.Acknowledged = int(r.acked.Load())
+	lat := slices.DeleteFunc(r.lat, func(d time.Duration) bool { return d < 0 })
 	res.EventsPerSec = float64(res.Acknowledged) / res.DurationS
-	res.RequestsPerSec = float64(requests-res.Errors) / res.DurationS
+	res.RequestsPerSec = float64(len(lat)) / res.DurationS
 	res.ClientCPUSeconds = cpu.Seconds()
 	res.ClientCPUCores = cpu.Seconds() / res.DurationS
-	lat := slices.DeleteFunc(r.lat, func(d time.Duration) bool { return d < 0 })
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		res.P50Ms = ms(quantile(lat, 0.50))
@@ -577,7 +581,11 @@ func (r *HTTPResult) WriteText(w io.Writer) error {
 	if r.ClientCPUSeconds > 0 {
 		fmt.Fprintf(tw, "generator cpu\t%.2f s\t(%.2f cores busy in this process, not the server)\n", r.ClientCPUSeconds, r.ClientCPUCores)
 	}
-	fmt.Fprintf(tw, "errors\t%s\tof %s requests\n", group(r.Errors), group(r.Requests))
+	stopped := ""
+	if r.StoppedEarly {
+		stopped = " (stopped early: too many errors)"
+	}
+	fmt.Fprintf(tw, "errors\t%s\tof %s requests%s\n", group(r.Errors), group(r.Requests), stopped)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -276,6 +277,16 @@ func TestRunHTTPErrors(t *testing.T) {
 	}
 	if len(res.FirstErrors) != 3 || !strings.HasPrefix(res.FirstErrors[0], "429 Too Many Requests: rate limit of") {
 		t.Errorf("first errors = %q, want three 429s with the server's message", res.FirstErrors)
+	}
+	if !res.StoppedEarly || res.RequestsPerSec*res.DurationS > 3.5 {
+		t.Errorf("stopped early %v, %v requests/s over %v s; want true and 3 requests", res.StoppedEarly, res.RequestsPerSec, res.DurationS)
+	}
+	var text bytes.Buffer
+	if err := res.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`\nerrors +3 +of 100 requests \(stopped early: too many errors\)\n  429 Too Many Requests: rate limit of`).MatchString(text.String()) {
+		t.Errorf("WriteText output lacks the errors:\n%s", text.String())
 	}
 	s.checkLog(t, 4, "w")
 }
