@@ -2,26 +2,41 @@
 //
 // Usage:
 //
-//	trail serve [-data DIR] [-listen ADDR] [-profile intermediate|modern]
+//	trail serve [-config FILE] [-data DIR] [-listen ADDR] [-ops-listen ADDR] [-profile intermediate|modern]
+//	            [-tls-cert FILE -tls-key FILE] [-names LIST]
 //	trail cert issue NAME -role writer|reader|auditor|admin [-data DIR] [-out DIR]
 //	trail cert list [-data DIR] [-json]
 //	trail cert revoke NAME [-data DIR]
+//	trail token create NAME -role writer|reader|auditor|admin [-data DIR]
+//	trail token list [-data DIR] [-json]
+//	trail token revoke NAME [-data DIR]
+//	trail append [-f FILE] [-proof DIR] [-json] [connection flags] [EVENT_JSON...]
+//	trail get [-json] [connection flags] INDEX
 //	trail verify -data DIR [-json] [-key VKEY]
+//	trail verify -server URL [-state FILE|DIR] [-key VKEY] [-json] [connection flags]
+//	trail scan [-json] [-min-grade G] [-profile intermediate|modern] [-cafile FILE]... [-timeout D] [-c N] [-record] ENDPOINT...
 //	trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json] [-cpuprofile FILE]
+//	trail bench -server URL [-n N] [-batch B] [-c C] [-json] [connection flags]
 //	trail key [-data DIR]
 //	trail version
 //
-// Exit codes: 0 success, 1 failure (including a failed verification), 2 usage error.
+// Connection flags of the client commands: -server URL, -data DIR, -cacert
+// FILE, -cert FILE, -cert-key FILE, -token FILE, -key VKEY; environment
+// TRAIL_SERVER, TRAIL_DATA, TRAIL_TOKEN. On the server's machine
+// DATA/serve.json and DATA/pki make them unnecessary. The trusted state of
+// verify -server is os.UserConfigDir()/trail/trusted/<origin>.
+//
+// Exit codes: 0 success, 1 failure (including a failed verification or a
+// SECURITY ERROR), 2 usage error.
 //
 // Files: the data directory (default ./trail-data) holds log/ (a C2SP
 // tlog-tiles tree: checkpoint, tile/...), state/ (the entries being filled,
 // every signed checkpoint, a lock), keys/ (log.key, mode 0600, and
 // log.vkey, the verifier key) and pki/ (the private CA, the server
-// certificate and the admin client certificate, keys 0600).
+// certificate, the admin client certificate, issued certificates, the
+// revocation list and token hashes; keys 0600). docs/config.md lists them.
 //
-// Endpoints of trail serve (TLS only; client certificates carry the role):
-// POST /v1/events (writer), GET /v1/events/{index} (reader), GET /checkpoint
-// and GET /tile/... (the C2SP read paths, reader).
+// The HTTP API of trail serve is documented in docs/api.md.
 package main
 
 import (
@@ -38,12 +53,23 @@ import (
 const usage = `trail is a tamper-evident audit log.
 
 Usage:
-  trail serve [-data DIR] [-listen ADDR]       run the log server (TLS only)
+  trail serve [-config FILE] [-data DIR] [-listen ADDR]
+                                               run the log server (TLS only)
   trail cert issue NAME -role ROLE             issue a client certificate
   trail cert list | revoke NAME                list or revoke client certificates
+  trail token create NAME -role ROLE           create a bearer token
+  trail token list | revoke NAME               list or revoke bearer tokens
+  trail append [-f FILE] [-proof DIR] [EVENT_JSON...]
+                                               append events (arguments, a file, or NDJSON on stdin)
+  trail get [-json] INDEX                      read an entry; proof and checkpoint verified
+  trail verify -server URL [-state FILE|DIR]   check a running server against the trusted state
   trail verify -data DIR [-json] [-key VKEY]   verify a data directory offline
+  trail scan [-json] [-min-grade G] [-cafile FILE]... [-record] ENDPOINT...
+                                               grade endpoints' TLS configuration
   trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json]
                                                measure the log engine
+  trail bench -server URL [-n N] [-batch B] [-c C] [-json]
+                                               measure a running server
   trail key [-data DIR]                        print the log's verifier key
   trail version                                print the version
 
@@ -51,9 +77,14 @@ Run "trail COMMAND -h" for a command's flags.
 
 Examples:
   trail serve
+  trail append '{"time":"2026-11-29T08:00:00Z","actor":{"id":"alice"},"action":"login"}'
+  trail append -f events.ndjson -proof receipts
+  trail get 1
+  trail verify
   trail verify -data ./trail-data
+  trail scan -cafile trail-data/pki/ca.crt https://127.0.0.1:8443
   trail bench -n 1000000 -batch 1000
-  trail bench -n 200000 -batch 1 -c 64 -json
+  trail bench -server https://127.0.0.1:8443 -n 200000 -batch 1 -c 64 -json
 `
 
 // usageError is a mistake in the command line: exit code 2.

@@ -9,9 +9,11 @@ import (
 	"hash/crc32"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -27,7 +29,12 @@ import (
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"trail": func() {
-			os.Exit(exitCode(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+			// As main does, so that scripts can stop a server gracefully
+			// with kill -INT.
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+			stop()
+			os.Exit(exitCode(err, os.Stderr))
 		},
 		"mklog": mklog,
 	})
