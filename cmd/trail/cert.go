@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -10,11 +11,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"text/template"
 	"time"
 
 	"github.com/trailaudit/trail/internal/durable"
@@ -23,7 +26,7 @@ import (
 )
 
 const certHelp = `Usage:
-  trail cert issue NAME -role writer|reader|auditor|admin [-data DIR] [-out DIR]
+  trail cert issue NAME -role writer|reader|auditor|admin [-data DIR] [-out DIR] [-server URL]
   trail cert list [-data DIR] [-json]
   trail cert revoke NAME [-data DIR]
 
@@ -32,7 +35,13 @@ Manages the client certificates of the log in DIR (default ./trail-data).
 issue    issues a certificate naming NAME with a role, signed by the CA in
          DIR/pki (created as trail serve would if missing), writes NAME.crt
          and NAME.key (mode 0600, never overwritten) to DIR/pki/clients or
-         -out, and prints a curl line that uses them.
+         -out, and prints a curl line that uses them. For a writer it also
+         writes NAME.kubeconfig (mode 0600), the kube-apiserver's
+         --audit-webhook-config-file for sending the Kubernetes audit log
+         to trail; it refers to the certificate, key and CA by absolute
+         path. The server's URL in both is -server, $TRAIL_SERVER, the url
+         in DIR/serve.json (written by a running trail serve), or
+         https://127.0.0.1:8443.
 list     prints the issued certificates and whether each is revoked.
 revoke   revokes every certificate issued to NAME. A running server refuses
          them within a second, without a restart.
@@ -40,6 +49,7 @@ revoke   revokes every certificate issued to NAME. A running server refuses
 Examples:
   trail cert issue ci-pipeline -role writer
   trail cert issue auditor-1 -role auditor -out ./certs
+  trail cert issue kube-apiserver -role writer -server https://trail.example.com:8443
   trail cert revoke ci-pipeline
 `
 
@@ -50,6 +60,12 @@ const issuedFile = "issued.json"
 // clientsDir is where trail cert issue writes certificates and keys by
 // default, under the PKI directory.
 const clientsDir = "clients"
+
+// defaultServerURL is where trail serve listens by default.
+const defaultServerURL = "https://127.0.0.1:8443"
+
+// kubeAuditPath is the API path of the Kubernetes audit webhook.
+const kubeAuditPath = "/v1/kubernetes/audit"
 
 // issuedCert is one record of issuedFile.
 type issuedCert struct {
@@ -86,6 +102,7 @@ func runCertIssue(args []string, stdout, stderr io.Writer) error {
 	dir := flags.String("data", "trail-data", "the data `directory`")
 	roleName := flags.String("role", "", "the `role`: writer, reader, auditor or admin (required)")
 	out := flags.String("out", "", "the `directory` for NAME.crt and NAME.key (default DIR/pki/clients)")
+	serverFlag := flags.String("server", "", "the server's `URL` for the curl line and the kubeconfig (default $TRAIL_SERVER, DIR/serve.json's, or "+defaultServerURL+")")
 	name, err := parseNameAndFlags(flags, args)
 	if err != nil {
 		return err
@@ -104,9 +121,20 @@ func runCertIssue(args []string, stdout, stderr io.Writer) error {
 	if *out == "" {
 		*out = filepath.Join(pkiDir, clientsDir)
 	}
+	url, err := issueServerURL(*serverFlag, *dir)
+	if err != nil {
+		return err
+	}
 	certPath, keyPath := filepath.Join(*out, name+".crt"), filepath.Join(*out, name+".key")
 	if _, err := os.Lstat(keyPath); err == nil {
 		return keyExistsError(keyPath)
+	}
+	var kubePath string
+	if role == tlsconf.RoleWriter {
+		kubePath = filepath.Join(*out, name+".kubeconfig")
+		if _, err := os.Lstat(kubePath); err == nil {
+			return keyExistsError(kubePath)
+		}
 	}
 
 	pki, err := openPKI(*dir)
@@ -146,19 +174,134 @@ func runCertIssue(args []string, stdout, stderr io.Writer) error {
 	if err := durable.WriteFile(certPath, certPEM, 0o644); err != nil {
 		return fmt.Errorf("couldn't write certificate: %w", err)
 	}
-
-	tlsArgs := fmt.Sprintf("--cacert %s --cert %s --key %s",
-		shellQuote(filepath.Join(pkiDir, tlsconf.CACertFile)), shellQuote(certPath), shellQuote(keyPath))
-	const url = "https://127.0.0.1:8443"
-	fmt.Fprintf(stdout, "issued %s certificate for %s, serial %s, expires %s\n  certificate  %s\n  key          %s\n\n",
-		role, name, tlsconf.SerialString(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.DateOnly), certPath, keyPath)
-	if role == tlsconf.RoleWriter {
-		fmt.Fprintf(stdout, "Append an event:\n  curl %s -H 'Content-Type: application/json' -d '{\"actor\":{\"id\":\"%s\"},\"action\":\"test\"}' %s/v1/events\n",
-			tlsArgs, name, url)
-	} else {
-		fmt.Fprintf(stdout, "Read the first event with its inclusion proof:\n  curl %s %s/v1/events/0\n", tlsArgs, url)
+	caPath := filepath.Join(pkiDir, tlsconf.CACertFile)
+	if kubePath != "" {
+		kc, err := kubeconfig(url+kubeAuditPath, name, caPath, certPath, keyPath)
+		if err != nil {
+			return err
+		}
+		if err := durable.CreateFile(kubePath, kc, 0o600); err != nil {
+			return fmt.Errorf("couldn't write kubeconfig: %w", err)
+		}
 	}
+
+	tlsArgs := fmt.Sprintf("--cacert %s --cert %s --key %s", shellQuote(caPath), shellQuote(certPath), shellQuote(keyPath))
+	fmt.Fprintf(stdout, "issued %s certificate for %s, serial %s, expires %s\n  certificate  %s\n  key          %s\n",
+		role, name, tlsconf.SerialString(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.DateOnly), certPath, keyPath)
+	if kubePath != "" {
+		fmt.Fprintf(stdout, "  kubeconfig   %s\n", kubePath)
+	}
+	fmt.Fprintln(stdout)
+	if role != tlsconf.RoleWriter {
+		fmt.Fprintf(stdout, "Read the first event with its inclusion proof:\n  curl %s %s/v1/events/0\n", tlsArgs, url)
+		return nil
+	}
+	fmt.Fprintf(stdout, "Append an event:\n  curl %s -H 'Content-Type: application/json' -d '{\"actor\":{\"id\":\"%s\"},\"action\":\"test\"}' %s/v1/events\n",
+		tlsArgs, name, url)
+	absKube, err := filepath.Abs(kubePath)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `
+Send the Kubernetes audit log to %s%s:
+  kube-apiserver --audit-webhook-config-file=%s \
+      --audit-policy-file=/etc/kubernetes/audit-policy.yaml
+The kubeconfig refers to the CA certificate, this certificate and its key by
+absolute path (no key is copied into it): the API server must be able to
+read them there. The audit policy file is yours: it says which requests are
+recorded and at what level (see "Auditing" in the Kubernetes documentation).
+`, url, kubeAuditPath, shellQuote(absKube))
 	return nil
+}
+
+// issueServerURL returns the server URL for cert issue's curl line and
+// kubeconfig: server (the -server flag), else $TRAIL_SERVER, else the url in DIR/serve.json,
+// else defaultServerURL. It must be https://HOST[:PORT].
+func issueServerURL(server, dir string) (string, error) {
+	u, from := server, "-server"
+	if u == "" {
+		u, from = os.Getenv("TRAIL_SERVER"), "$TRAIL_SERVER"
+	}
+	if u == "" {
+		info, err := readServeInfo(dir)
+		if err != nil {
+			return "", err
+		}
+		if info == nil || info.URL == "" {
+			return defaultServerURL, nil
+		}
+		u, from = info.URL, filepath.Join(dir, serveInfoFile)
+	}
+	pu, err := neturl.Parse(u)
+	if err != nil || pu.Scheme != "https" || pu.Host == "" || pu.User != nil ||
+		pu.Path != "" && pu.Path != "/" || pu.RawQuery != "" || pu.Fragment != "" {
+		msg := fmt.Sprintf("cert issue: bad server URL %q from %s: want https://HOST[:PORT]", u, from)
+		if from == "-server" {
+			return "", usageError{msg}
+		}
+		return "", errors.New(msg)
+	}
+	return "https://" + pu.Host, nil
+}
+
+// kubeconfigTemplate is a kubeconfig for kube-apiserver's
+// --audit-webhook-config-file. Every value is quoted with yamlString.
+var kubeconfigTemplate = template.Must(template.New("kubeconfig").Funcs(template.FuncMap{"q": yamlString}).Parse(
+	`# trail: kube-apiserver --audit-webhook-config-file, written by trail cert issue.
+# It refers to the client certificate, its key and the CA certificate by
+# absolute path; no key is copied into this file.
+apiVersion: v1
+kind: Config
+clusters:
+- name: trail
+  cluster:
+    server: {{q .URL}}
+    certificate-authority: {{q .CA}}
+users:
+- name: {{q .Name}}
+  user:
+    client-certificate: {{q .Cert}}
+    client-key: {{q .Key}}
+contexts:
+- name: trail
+  context:
+    cluster: trail
+    user: {{q .Name}}
+current-context: trail
+`))
+
+// kubeconfig returns the kubeconfig that sends audit events to url as the
+// client certificate certFile with keyFile, trusting the CA in caFile. The
+// files are referred to by absolute path.
+func kubeconfig(url, name, caFile, certFile, keyFile string) ([]byte, error) {
+	v := struct{ URL, Name, CA, Cert, Key string }{URL: url, Name: name}
+	for _, f := range []struct {
+		dst  *string
+		path string
+	}{{&v.CA, caFile}, {&v.Cert, certFile}, {&v.Key, keyFile}} {
+		abs, err := filepath.Abs(f.path)
+		if err != nil {
+			return nil, err
+		}
+		*f.dst = abs
+	}
+	var b bytes.Buffer
+	if err := kubeconfigTemplate.Execute(&b, v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// yamlString quotes s as a YAML double-quoted scalar. A JSON string is
+// one: YAML's double-quoted escapes include all of JSON's.
+func yamlString(s string) (string, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
 func keyExistsError(path string) error {
