@@ -9,18 +9,17 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/trailaudit/trail/internal/bench"
-	"github.com/trailaudit/trail/internal/tlsconf"
 )
 
 const benchHelp = `Usage: trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json] [-cpuprofile FILE]
-       trail bench -server URL [-n N] [-batch B] [-c C] [-conns K] [-warmup D] [-data DIR]
-                   [-cacert FILE] [-cert FILE -key FILE] [-token FILE] [-json]
+       trail bench -server URL [-n N] [-batch B] [-c C] [-conns K] [-warmup D] [-json]
+                   [-cpuprofile FILE] [connection flags]
 
 Without -server, measures the log engine alone, with no network: appends N
 synthetic audit events of about 500 bytes to a new log, B entries per call
@@ -33,17 +32,23 @@ the disk you are standing on), removed afterwards; or in -data DIR, which
 must not exist or be empty, and is kept.
 
 With -server, generates load on a running trail serve: C clients post N
-synthetic events of about 420 bytes to URL/v1/events over HTTP/2 and mutual
-TLS (TLS 1.3), B per request (one bare event, or a JSON array), each client
-with one request in flight, spread over K connections. The request bodies
-are encoded before the clock starts and the clients warm up for -warmup
-first (those events are appended too, and counted apart). It prints events
-per second and the latency of one request (p50, p90, p99, p99.9). Every
-event appended stays in the server's log. The credentials default to the
-admin certificate that trail serve made in DIR (default ./trail-data):
-DIR/pki/ca.crt, DIR/pki/admin.crt and admin.key. A request that fails (no
-reply, or one other than 200) counts as an error; the first few are
-printed, and the exit code is 1 if any failed.
+synthetic events of about 420 bytes to URL/v1/events over HTTP/2 and TLS
+1.3, B per request (one bare event, or a JSON array), each client with one
+request in flight, spread over K connections. The request bodies are
+encoded before the clock starts, and the clients warm up for -warmup first
+(those events are appended too, and counted apart). It prints events per
+second, the latency of one request (p50, p90, p99, p99.9) and the CPU the
+generator itself used. Every event appended stays in the server's log. A
+request that fails (no reply, or one other than 200) counts as an error;
+the first few are printed, and the exit code is 1 if any failed.
+
+Connection flags, as for the client commands; on the server's machine none
+is needed:
+  DATA     -data, $TRAIL_DATA, or ./trail-data (the server's data directory)
+  CA       -cacert, DATA/pki/ca.crt if present, or the system's roots
+  identity -cert (its key is -cert-key, or the .key file beside it); or a
+           bearer token, -token FILE or $TRAIL_TOKEN; or, with neither,
+           DATA/pki/admin.crt and admin.key if present
 
 Examples:
   trail bench -n 1000000 -batch 1000
@@ -64,15 +69,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.N, "n", 100000, "the number of entries to append")
 	fs.IntVar(&cfg.Batch, "batch", 1000, "entries per append call (per request with -server)")
 	fs.IntVar(&cfg.Concurrency, "c", 1, "goroutines appending concurrently (clients with -server)")
-	fs.StringVar(&cfg.Dir, "data", "", "make the log in `directory` (new or empty) and keep it; with -server, the server's data directory, for default credentials (default ./trail-data)")
+	fs.StringVar(&cfg.Dir, "data", "", "make the log in `directory` (new or empty) and keep it; with -server, the server's data directory (default $TRAIL_DATA or ./trail-data)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the append phase to `file` (of this process only, with -server)")
-	server := fs.String("server", "", "load the trail server at `URL` instead of the engine")
+	conn := addClientFlags(fs, false)
+	conn.data, conn.key = &cfg.Dir, new(string) // -key, the verifier key, is of no use here
+	fs.Lookup("server").Usage = "load the trail server at `URL` instead of the engine"
 	conns := fs.Int("conns", 0, "with -server, the `number` of TCP connections (default one per 8 clients, at most 8)")
-	caFile := fs.String("cacert", "", "with -server, the CA certificate `file` to trust (default DIR/pki/ca.crt)")
-	certFile := fs.String("cert", "", "with -server, the client certificate `file` (default DIR/pki/admin.crt unless -token is given)")
-	keyFile := fs.String("key", "", "with -server, the client key `file` (default DIR/pki/admin.key unless -token is given)")
-	tokenFile := fs.String("token", "", "with -server, send the bearer token read from `file`")
 	warmup := fs.Duration("warmup", 500*time.Millisecond, "with -server, how long to append before measuring")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -95,8 +98,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	if *server != "" {
-		hc := bench.HTTPConfig{URL: *server, N: cfg.N, Batch: cfg.Batch, Clients: cfg.Concurrency, Conns: *conns, Warmup: *warmup}
+	if *conn.server != "" {
+		hc := bench.HTTPConfig{URL: *conn.server, N: cfg.N, Batch: cfg.Batch, Clients: cfg.Concurrency, Conns: *conns, Warmup: *warmup}
 		if *warmup <= 0 {
 			hc.Warmup = -1 // one request per client
 		}
@@ -105,11 +108,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := probe.Validate(); err != nil {
 			return usageError{err.Error()}
 		}
-		if (*certFile == "") != (*keyFile == "") {
-			return usageError{"-cert and -key go together"}
+		if err := conn.check(); err != nil {
+			return err
 		}
-		var err error
-		if hc.TLS, hc.Token, err = benchCredentials(cfg.Dir, *caFile, *certFile, *keyFile, *tokenFile); err != nil {
+		cc, err := conn.config(false)
+		if err != nil {
+			return err
+		}
+		hc.Token = cc.Token
+		if hc.TLS, err = bench.ClientTLS(cc.CAFile, cc.CertFile, cc.KeyFile); err != nil {
 			return err
 		}
 		if err := openProfile(); err != nil {
@@ -146,10 +153,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 
-	for _, name := range []string{"conns", "cacert", "cert", "key", "token", "warmup"} {
-		if flagSet(fs.Visit, name) {
-			return usageError{fmt.Sprintf("-%s needs -server", name)}
+	var online []string
+	fs.Visit(func(f *flag.Flag) {
+		if slices.Contains([]string{"cacert", "cert", "cert-key", "token", "conns", "warmup"}, f.Name) {
+			online = append(online, "-"+f.Name)
 		}
+	})
+	if len(online) > 0 {
+		return usageError{fmt.Sprintf("%s: only with -server (loading a running server)", strings.Join(online, ", "))}
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
@@ -174,42 +185,4 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return enc.Encode(res)
 	}
 	return res.WriteText(stdout)
-}
-
-// flagSet reports whether the flag name was given on the command line.
-func flagSet(visit func(func(*flag.Flag)), name string) bool {
-	found := false
-	visit(func(f *flag.Flag) { found = found || f.Name == name })
-	return found
-}
-
-// benchCredentials loads the client's TLS configuration and bearer token
-// for bench -server: the files given, or the admin certificate that trail
-// serve made in the data directory dir (default ./trail-data). With a
-// token and no certificate, no certificate is presented.
-func benchCredentials(dir, caFile, certFile, keyFile, tokenFile string) (*tls.Config, string, error) {
-	if dir == "" {
-		dir = "trail-data"
-	}
-	pkiDir := filepath.Join(dir, "pki")
-	if caFile == "" {
-		caFile = filepath.Join(pkiDir, tlsconf.CACertFile)
-	}
-	var token string
-	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("couldn't read the token: %w", err)
-		}
-		if token = strings.TrimSpace(string(b)); token == "" {
-			return nil, "", fmt.Errorf("%s is empty: want a bearer token", tokenFile)
-		}
-	} else if certFile == "" {
-		certFile, keyFile = filepath.Join(pkiDir, adminCertFile), filepath.Join(pkiDir, adminKeyFile)
-	}
-	tc, err := bench.ClientTLS(caFile, certFile, keyFile)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w (trail serve makes them in -data DIR; or give -cacert, -cert and -key)", err)
-	}
-	return tc, token, nil
 }

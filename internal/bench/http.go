@@ -171,19 +171,22 @@ const maxFirstErrors = 5
 // the server appends like any others (the events carry no ids).
 const maxHTTPEvents = 1 << 16
 
-// ClientTLS returns a client TLS configuration that trusts the CA
-// certificates in caFile (PEM) and, if certFile is not empty, presents the
-// certificate in certFile with the key in keyFile.
+// ClientTLS returns a client TLS configuration, TLS 1.3 only, that trusts
+// the CA certificates in caFile (PEM), or the system's roots if caFile is
+// empty, and, if certFile is not empty, presents the certificate in
+// certFile with the key in keyFile.
 func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	caPEM, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("couldn't read the CA certificate: %w", err)
+	c := &tls.Config{MinVersion: tls.VersionTLS13}
+	if caFile != "" {
+		caPEM, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("couldn't read the CA certificate: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(caPEM) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+		}
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
-	}
-	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
 	if certFile != "" || keyFile != "" {
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
