@@ -72,7 +72,9 @@ type HTTPConfig struct {
 // writer goroutine on each side, so that many clients on a single
 // connection wait for each other; a few connections let the server's and
 // the generator's work spread over the cores, while more than a few only
-// add handshakes and idle buffers.
+// add handshakes and idle buffers. Measured on 2 cores with 64 clients of
+// one event per request: 1, 2 and 8 connections within the noise of each
+// other, 64 (HTTP/2 with one client each) a third slower.
 func DefaultConns(clients int) int {
 	return min(max((clients+7)/8, 1), 8)
 }
