@@ -345,3 +345,54 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseFast checks that the fast path agrees with the general one:
+// whatever it accepts, the general path accepts as the same Event.
+func FuzzParseFast(f *testing.F) {
+	for _, s := range []string{
+		`{"time":"2026-01-02T03:04:05Z","actor":{"id":"alice"},"action":"login"}`,
+		`{"id":"e1","time":"2026-01-02T03:04:05.123+02:00","actor":{"id":"a","type":"user","ip":"10.0.0.1","user_agent":"curl"},"action":"x","resource":{"type":"t","id":"i"},"outcome":"failure","reason":"r","details":{"a":[1,2.5e3,{"b":null}],"c":"\u00e9"},"original":[true, {"x" : "y"}]}`,
+		`{"time":"2026-01-02T03:04:05Z","actor":{"id":"a"},"action":"x","details":{"a":1,"a":2}}`,
+		`{"time":"2026-01-02T03:04:05Z","actor":{"id":"a"},"action":"x","original":"s"} `,
+		` {"time":"2026-01-02T03:04:05Z","actor":{"id":"a","id":"b"},"action":"x"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fast, ok := parseFast(b)
+		if !ok || fast.Validate() != nil {
+			return
+		}
+		general, err := parseGeneral(b)
+		if err != nil {
+			t.Fatalf("fast path accepted %q, general path: %v", b, err)
+		}
+		if !fast.Time.Equal(general.Time) || fast.Time.String() != general.Time.String() {
+			t.Fatalf("time: fast %v, general %v", fast.Time, general.Time)
+		}
+		fast.Time, general.Time = time.Time{}, time.Time{}
+		if diff := cmp.Diff(general, fast); diff != "" {
+			t.Fatalf("%q: fast path differs (-general +fast):\n%s", b, diff)
+		}
+	})
+}
+
+func BenchmarkParse(b *testing.B) {
+	ev := []byte(`{"id":"0b7c9a41","time":"2026-11-29T08:00:00.123Z","actor":{"id":"alice@example.com","type":"user","ip":"10.1.2.3","user_agent":"Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0.0.0"},"action":"invoice.update","resource":{"type":"invoice","id":"inv-2026-00042"},"outcome":"success","details":{"amount":1250.5,"currency":"EUR","fields":["total","due_date"],"request_id":"7f3e2a1b9c"}}`)
+	b.Run("fast", func(b *testing.B) {
+		b.SetBytes(int64(len(ev)))
+		for b.Loop() {
+			if _, err := Parse(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("general", func(b *testing.B) {
+		b.SetBytes(int64(len(ev)))
+		for b.Loop() {
+			if _, err := parseGeneral(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

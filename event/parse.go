@@ -31,6 +31,15 @@ func Parse(data []byte) (Event, error) {
 	if len(data) > MaxSize {
 		return Event{}, invalid("", "event larger than %d bytes", MaxSize)
 	}
+	if e, ok := parseFast(data); ok && e.Validate() == nil {
+		return e, nil
+	}
+	return parseGeneral(data)
+}
+
+// parseGeneral is Parse without the fast path: it handles every input and
+// finds the first problem.
+func parseGeneral(data []byte) (Event, error) {
 	top, err := decodeObject(data, MaxDepth)
 	if err != nil {
 		return Event{}, err
