@@ -329,16 +329,18 @@ func (q *queue) take(n int) []pending {
 	if q.aborted || len(q.items) == 0 {
 		return nil
 	}
-	n = min(n, len(q.items))
-	batch := make([]pending, n)
-	copy(batch, q.items)
-	clear(q.items[:n])
-	q.items = q.items[n:]
+	var batch []pending
+	if n >= len(q.items) {
+		// The usual case: hand over everything, and start a new slice as
+		// large as this batch, since the next one is likely similar.
+		batch, q.items = q.items, make([]pending, 0, len(q.items))
+	} else {
+		batch = make([]pending, n)
+		copy(batch, q.items)
+		q.items = append(q.items[:0], q.items[n:]...)
+	}
 	for _, it := range batch {
 		q.bytes -= it.size + 512
-	}
-	if len(q.items) == 0 {
-		q.items = nil // let the backing array go
 	}
 	q.cond.Broadcast()
 	return batch

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -265,13 +264,3 @@ func (s *syncBuffer) String() string {
 }
 
 func (s *syncBuffer) contains(sub string) bool { return strings.Contains(s.String(), sub) }
-
-// must is for test setup only.
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
-
-var _ = os.Getenv
