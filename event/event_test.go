@@ -1,8 +1,10 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -395,4 +397,61 @@ func BenchmarkParse(b *testing.B) {
 			}
 		}
 	})
+}
+
+func BenchmarkEncode(b *testing.B) {
+	ev, err := Parse([]byte(`{"id":"0b7c9a41","time":"2026-11-29T08:00:00.123Z","actor":{"id":"alice@example.com","type":"user","ip":"10.1.2.3","user_agent":"Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0.0.0"},"action":"invoice.update","resource":{"type":"invoice","id":"inv-2026-00042"},"outcome":"success","details":{"amount":1250.5,"currency":"EUR","fields":["total","due_date"],"request_id":"7f3e2a1b9c"}}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := Envelope{Received: time.Now(), Source: "producer-1", Via: "json", Event: ev}
+	for b.Loop() {
+		if _, err := Encode(env); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzEncode checks the hand-written encoder against encoding/json.
+func FuzzEncode(f *testing.F) {
+	f.Add("e1", "alice\u2028\"\\\x01é", "user", "", "ua\t", "login", "", "id", "reason", `{"a": [1, 2]}`, `"x"`, "k")
+	f.Add("", "a", "", "1.2.3.4", "", "x", "t", "", "", "", "", "")
+	f.Fuzz(func(t *testing.T, id, actor, atype, ip, ua, action, rtype, rid, reason, details, original, key string) {
+		env := Envelope{
+			Received: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC),
+			Source:   "producer-1", Via: "json", Key: key,
+			Event: Event{ID: id, Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("", 3600)),
+				Actor:  Actor{ID: actor, Type: atype, IP: ip, UserAgent: ua},
+				Action: action, Resource: Resource{Type: rtype, ID: rid}, Outcome: Success, Reason: reason},
+		}
+		if details != "" {
+			env.Event.Details = json.RawMessage(details)
+		}
+		if original != "" {
+			env.Event.Original = json.RawMessage(original)
+		}
+		if env.validate() != nil {
+			return
+		}
+		want, err := encodeReflect(env)
+		if err != nil {
+			return
+		}
+		got, err := Encode(env)
+		if err != nil {
+			t.Fatalf("Encode: %v (encoding/json: %s)", err, want)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("Encode:\n%s\nencoding/json:\n%s", got, want)
+		}
+	})
+}
+
+func TestValidVia(t *testing.T) {
+	re := regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,31}$`)
+	for _, s := range []string{"", "json", "k8s", "a.b-c", ".x", "-x", "X", "a_b", strings.Repeat("a", 32), strings.Repeat("a", 33), "é"} {
+		if got, want := validVia(s), re.MatchString(s); got != want {
+			t.Errorf("validVia(%q) = %v, want %v", s, got, want)
+		}
+	}
 }
