@@ -455,3 +455,33 @@ func TestValidVia(t *testing.T) {
 		}
 	}
 }
+
+func FuzzSplitArray(f *testing.F) {
+	f.Add([]byte(`[{"a":1}, {"b":[2,3]} ,"x",4,null]`))
+	f.Add([]byte(` [ ] `))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		parts, ok := SplitArray(b)
+		if !ok {
+			return
+		}
+		var want []json.RawMessage
+		if err := json.Unmarshal(b, &want); err != nil {
+			// SplitArray does not check the elements: Parse does, so
+			// an invalid element is refused either way.
+			for _, p := range parts {
+				if !json.Valid(p) {
+					return
+				}
+			}
+			t.Fatalf("SplitArray(%q) split valid elements of an array encoding/json refuses: %v", b, err)
+		}
+		if len(parts) != len(want) {
+			t.Fatalf("SplitArray(%q) = %d parts, encoding/json %d", b, len(parts), len(want))
+		}
+		for i := range parts {
+			if !bytes.Equal(parts[i], want[i]) {
+				t.Fatalf("part %d = %q, encoding/json %q", i, parts[i], want[i])
+			}
+		}
+	})
+}

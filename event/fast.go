@@ -400,3 +400,39 @@ func parseTimeFast(s string) (time.Time, bool) {
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// SplitArray splits a JSON array into its elements, which alias b, without
+// checking them: Parse checks each. It reports false when b is not an
+// array it can split quickly (the caller then uses encoding/json, which
+// also says what is wrong).
+func SplitArray(b []byte) ([][]byte, bool) {
+	p := scanner{b: b}
+	p.ws()
+	if !p.consume('[') {
+		return nil, false
+	}
+	p.ws()
+	if p.consume(']') {
+		p.ws()
+		return nil, p.i == len(p.b)
+	}
+	var out [][]byte
+	var spaced bool
+	for {
+		p.ws()
+		start := p.i
+		if !p.skip(1, &spaced) {
+			return nil, false
+		}
+		out = append(out, b[start:p.i])
+		p.ws()
+		if p.consume(',') {
+			continue
+		}
+		if !p.consume(']') {
+			return nil, false
+		}
+		p.ws()
+		return out, p.i == len(p.b)
+	}
+}

@@ -242,9 +242,16 @@ func (s *Server) parseEvents(body []byte) ([]event.Event, int, string) {
 		}
 		return []event.Event{ev}, 0, ""
 	}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(body, &raws); err != nil {
-		return nil, http.StatusBadRequest, "malformed JSON array: " + err.Error()
+	raws, ok := event.SplitArray(body)
+	if !ok {
+		var msgs []json.RawMessage
+		if err := json.Unmarshal(body, &msgs); err != nil {
+			return nil, http.StatusBadRequest, "malformed JSON array: " + err.Error()
+		}
+		raws = make([][]byte, len(msgs))
+		for i, m := range msgs {
+			raws[i] = m
+		}
 	}
 	switch {
 	case len(raws) == 0:
