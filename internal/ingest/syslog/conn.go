@@ -93,7 +93,7 @@ func (c *conn) serve() {
 // a reset otherwise.
 func (c *conn) run() {
 	start := time.Now()
-	c.q.init(max(8<<20, 2*c.l.cfg.MaxMessageSize))
+	c.q.init(max(queueBytes, 2*c.l.cfg.MaxMessageSize))
 	readDone := make(chan error, 1)
 	go func() {
 		err := c.read()
@@ -162,12 +162,13 @@ func (c *conn) read() error {
 				c.l.m.gaps.Inc()
 				c.l.m.missing.Add(float64(st.missing))
 				c.log.Warn("syslog sequence gap: messages missing", "previous", st.prev, "next", seq, "missing", st.missing)
-				items = append(items, pending{ev: gapEvent(c.id.Name, &m, st, seq, now)})
+				items = append(items, pending{ev: gapEvent(c.id.Name, &m, st, seq, now), size: pendingOverhead})
 			case st.back:
 				c.log.Info("syslog sequenceId went back: a resend or a restarted sender", "previous", st.prev, "next", seq)
 			}
 		}
-		items = append(items, pending{ev: MapEvent(&m, raw, c.id.Name, now), size: len(raw), msg: true})
+		// An event holds the message about twice (details and original).
+		items = append(items, pending{ev: MapEvent(&m, raw, c.id.Name, now), size: 2*len(raw) + pendingOverhead, msg: true})
 		if !c.q.put(items) {
 			return errors.New("appending failed")
 		}
@@ -273,6 +274,14 @@ func (h hookedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// queueBytes bounds what one connection holds between its reader and its
+// appender (at least two messages of the largest size are always let in).
+// pendingOverhead is what an event costs besides its message.
+const (
+	queueBytes      = 4 << 20
+	pendingOverhead = 1024
+)
+
 // pending is a queued event.
 type pending struct {
 	ev   event.Event
@@ -302,7 +311,7 @@ func (q *queue) init(maxBytes int) {
 func (q *queue) put(items []pending) bool {
 	size := 0
 	for _, it := range items {
-		size += it.size + 512
+		size += it.size
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -340,7 +349,7 @@ func (q *queue) take(n int) []pending {
 		q.items = append(q.items[:0], q.items[n:]...)
 	}
 	for _, it := range batch {
-		q.bytes -= it.size + 512
+		q.bytes -= it.size
 	}
 	q.cond.Broadcast()
 	return batch
