@@ -57,7 +57,6 @@ func (e *errRevoked) Error() string { return e.msg }
 // serve runs the handshake, checks the identity and serves the connection.
 func (c *conn) serve() {
 	defer c.l.untrack(c)
-	c.tc = tls.Server(hookedConn{c.nc, c}, c.l.tls)
 	ctx, cancel := context.WithTimeout(context.Background(), c.l.cfg.HandshakeTimeout)
 	err := c.tc.HandshakeContext(ctx)
 	cancel()
@@ -133,8 +132,12 @@ func (c *conn) run() {
 		c.log.Info("syslog connection closed by the sender; everything received is durable", attrs...)
 		c.tc.Close()
 	case c.draining.Load() && errors.Is(readErr, os.ErrDeadlineExceeded):
+		// The close_notify went out when the drain began. A reset rather
+		// than a FIN makes the sender's next write fail at once, so that it
+		// keeps that message for its next connection: after a FIN the first
+		// write would seem to succeed and vanish.
 		c.log.Info("syslog connection closed for shutdown; everything received is durable", attrs...)
-		c.tc.Close()
+		c.reset()
 	default:
 		c.log.Warn("syslog connection broke", append(attrs, "err", readErr)...)
 		c.nc.Close()
@@ -247,12 +250,17 @@ func (c *conn) reset() {
 	c.nc.Close()
 }
 
-// drain makes the reader stop once the sender has been quiet for drainIdle,
-// or at now+drainMax.
+// drain sends the sender a close_notify (RFC 5425 §4.4: the receiver
+// initiates the exchange of close_notify alerts) and makes the reader stop
+// once the sender has closed its side, or has been quiet for drainIdle, or
+// at now+drainMax.
 func (c *conn) drain(now time.Time) {
 	c.drainEnd.Store(now.Add(drainMax).UnixNano())
 	c.draining.Store(true)
 	c.nc.SetReadDeadline(now.Add(drainIdle))
+	// Before the handshake is complete this fails, harmlessly: the
+	// deadline ends the handshake.
+	c.tc.CloseWrite()
 }
 
 // hookedConn extends the read deadline while a connection drains, for as

@@ -35,6 +35,41 @@ type env struct {
 	addr    string
 	logs    *syncBuffer // what the listener logged
 	stop    func()      // shuts the listener down and closes the log; idempotent
+	cfg     syslog.Config
+	served  chan error
+}
+
+// listen starts a listener on e.cfg.Addr.
+func (e *env) listen(t testing.TB) {
+	t.Helper()
+	ln, err := syslog.Listen(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ln, e.addr, e.served = ln, ln.Addr().String(), make(chan error, 1)
+	go func() { e.served <- ln.Serve() }()
+}
+
+// shutdown stops the listener gracefully.
+func (e *env) shutdown(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.ln.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-e.served; !errors.Is(err, syslog.ErrListenerClosed) {
+		t.Errorf("Serve = %v, want ErrListenerClosed", err)
+	}
+}
+
+// restart stops the listener gracefully and starts another on the same
+// address, with the same log.
+func (e *env) restart(t testing.TB) {
+	t.Helper()
+	e.shutdown(t)
+	e.cfg.Addr = e.addr
+	e.listen(t)
 }
 
 // newEnv starts an env; edit may change the listener's configuration.
@@ -76,29 +111,18 @@ func newEnv(t testing.TB, edit func(*syslog.Config)) *env {
 		ClientCAs: pki.CAPool(),
 		Revoked:   revoked.Revoked,
 		Ingester:  srv,
+		Log:       l,
 		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if edit != nil {
 		edit(&cfg)
 	}
-	ln, err := syslog.Listen(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- ln.Serve() }()
+	e := &env{dir: dir, log: l, pki: pki, srv: srv, revoked: revoked, logs: logs, cfg: cfg}
+	e.listen(t)
 	var once sync.Once
-	e := &env{dir: dir, log: l, pki: pki, srv: srv, revoked: revoked, ln: ln, addr: ln.Addr().String(), logs: logs}
 	e.stop = func() {
 		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := ln.Shutdown(ctx); err != nil {
-				t.Errorf("Shutdown: %v", err)
-			}
-			if err := <-served; !errors.Is(err, syslog.ErrListenerClosed) {
-				t.Errorf("Serve = %v, want ErrListenerClosed", err)
-			}
+			e.shutdown(t)
 			if err := l.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}

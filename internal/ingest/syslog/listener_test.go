@@ -312,8 +312,35 @@ func TestSequenceGapAndResend(t *testing.T) {
 	}
 }
 
+// TestSequenceRecalledAfterRestart checks that a gap across a restart of
+// the listener is seen: the last sequence numbers are read from the log.
+func TestSequenceRecalledAfterRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	seqMsg := func(n int) string {
+		return fmt.Sprintf(`<14>1 2026-01-02T03:04:05Z host1 app - - [meta sequenceId="%d"] message %d`, n, n)
+	}
+	c := e.dial(t, "syslog-ng-2", tlsconf.RoleWriter)
+	writeOctet(t, c, seqMsg(1), seqMsg(2))
+	if err := closeAndWait(t, c); err != nil {
+		t.Fatal(err)
+	}
+	e.restart(t)
+	c = e.dial(t, "syslog-ng-2", tlsconf.RoleWriter)
+	writeOctet(t, c, seqMsg(4))
+	if err := closeAndWait(t, c); err != nil {
+		t.Fatal(err)
+	}
+	got := e.syslogEntries(t)
+	if len(got) != 4 || got[2].env.Event.Action != "syslog.sequence_gap" || !strings.Contains(got[2].env.Event.Reason, "from sequenceId 2 to 4: 1 messages missing") {
+		for _, en := range got {
+			t.Logf("%s %s", en.env.Event.Action, en.env.Event.Reason)
+		}
+		t.Fatal("want the two messages, a gap of one, and the third message")
+	}
+}
+
 // TestShutdownDrains stops the listener while a sender is connected: what
-// it sent is appended, and it sees a clean close.
+// it sent is appended, and it gets a close_notify (before the reset).
 func TestShutdownDrains(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.dial(t, "busy", tlsconf.RoleWriter)

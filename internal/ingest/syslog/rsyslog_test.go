@@ -35,8 +35,8 @@ func rsyslogAction(t *testing.T) string {
 
 // TestRsyslog forwards messages written with logger through the real
 // rsyslogd, with the configuration of docs/producers/syslog.md, over TLS
-// with a writer certificate, and checks that each is in the log once, in
-// order. It runs once per TLS driver installed (gtls from rsyslog-gnutls,
+// with a writer certificate, across a restart of trail's listener, and
+// checks that each is in the log once, in order. It runs once per TLS driver installed (gtls from rsyslog-gnutls,
 // ossl from rsyslog-openssl). With CI set, a missing rsyslogd or driver
 // fails the test instead of skipping it.
 func TestRsyslog(t *testing.T) {
@@ -151,37 +151,59 @@ ruleset(name="trail") {
 		return err == nil
 	})
 
-	const n = 500
+	// Half the messages, a restart of trail's listener (rsyslogd
+	// reconnects), the other half.
+	const n = 600
 	tag := "trailtest-" + driver
-	var lines strings.Builder
-	for i := range n {
-		fmt.Fprintf(&lines, "message %d via %s\n", i, driver)
-	}
-	logger := exec.Command("logger", "-u", sock, "-t", tag, "-p", "authpriv.notice")
-	logger.Stdin = strings.NewReader(lines.String())
-	if b, err := logger.CombinedOutput(); err != nil {
-		t.Fatalf("logger: %v\n%s", err, b)
-	}
-
-	var got []entry
-	waitFor(t, fmt.Sprintf("%d messages from rsyslogd", n), 60*time.Second, func() bool {
-		got = got[:0]
-		for _, en := range e.syslogEntries(t) {
-			if detail(t, en, "app_name") == tag {
-				got = append(got, en)
-			}
+	send := func(from, to int) {
+		var lines strings.Builder
+		for i := from; i < to; i++ {
+			fmt.Fprintf(&lines, "message %d via %s\n", i, driver)
 		}
-		return len(got) >= n
-	})
+		logger := exec.Command("logger", "-u", sock, "-t", tag, "-p", "authpriv.notice")
+		logger.Stdin = strings.NewReader(lines.String())
+		if b, err := logger.CombinedOutput(); err != nil {
+			t.Fatalf("logger: %v\n%s", err, b)
+		}
+	}
+	var got []entry
+	collect := func(want int) {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			got = got[:0]
+			for _, en := range e.syslogEntries(t) {
+				if detail(t, en, "app_name") == tag {
+					got = append(got, en)
+				}
+			}
+			if len(got) >= want {
+				return
+			}
+			if time.Now().After(deadline) {
+				seen := map[string]int{}
+				for _, en := range got {
+					seen[detail(t, en, "msg").(string)]++
+				}
+				var missing []int
+				for i := range want {
+					if seen[fmt.Sprintf(" message %d via %s", i, driver)] == 0 {
+						missing = append(missing, i)
+					}
+				}
+				t.Fatalf("%d of %d messages from rsyslogd after 60 s; missing %v", len(got), want, missing)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	send(0, n/2)
+	collect(n / 2)
+	e.restart(t)
+	send(n/2, n)
+	collect(n)
 	stop()
 	// A moment for anything rsyslogd might still send at shutdown.
 	time.Sleep(200 * time.Millisecond)
-	got = got[:0]
-	for _, en := range e.syslogEntries(t) {
-		if detail(t, en, "app_name") == tag {
-			got = append(got, en)
-		}
-	}
+	collect(n)
 	if len(got) != n {
 		t.Fatalf("%d messages in the log, want %d, each once", len(got), n)
 	}

@@ -1,6 +1,9 @@
 package syslog
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"sync"
@@ -14,8 +17,9 @@ const maxSequenceID = 2147483647
 
 // sequences remembers the last [meta sequenceId] seen from each sender (the
 // authenticated identity), across its connections, so that messages lost
-// between two connections show as a gap too. Memory only: the first
-// message after trail starts is compared with nothing.
+// between two connections show as a gap too. At start it is filled from the
+// newest entries of the log (recall), so a gap across a restart or a crash
+// of trail shows too.
 type sequences struct {
 	mu   sync.Mutex
 	last map[string]int64
@@ -84,4 +88,53 @@ func gapEvent(sender string, m *Message, st step, seq int64, received time.Time)
 		Reason:   fmt.Sprintf("%s skipped from sequenceId %d to %d: %d messages missing", sender, st.prev, seq, st.missing),
 		Details:  marshal(d),
 	}
+}
+
+// EntryReader reads the log's entries; *ledger.Log implements it.
+type EntryReader interface {
+	Size() int64
+	// ReadEntries returns the leaves of entries [start, end).
+	ReadEntries(ctx context.Context, start, end int64) ([][]byte, error)
+	// Body returns the entry a leaf stands for (a large entry's body).
+	Body(ctx context.Context, leaf []byte) ([]byte, error)
+}
+
+// recall reads the newest n entries of log and remembers the last
+// sequenceId of each sender's syslog messages.
+func (s *sequences) recall(ctx context.Context, log EntryReader, n int64) error {
+	size := log.Size()
+	via := []byte(`"via":"` + Via + `"`)
+	const chunk = 256
+	for lo := max(0, size-n); lo < size; lo += chunk {
+		leaves, err := log.ReadEntries(ctx, lo, min(lo+chunk, size))
+		if err != nil {
+			return fmt.Errorf("couldn't read entries to recall syslog sequence numbers: %w", err)
+		}
+		for _, leaf := range leaves {
+			if body, err := log.Body(ctx, leaf); err == nil {
+				leaf = body
+			}
+			if !bytes.Contains(leaf, via) {
+				continue // cheaper than decoding every leaf
+			}
+			env, err := event.DecodeLeaf(leaf)
+			if err != nil || env.Via != Via {
+				continue
+			}
+			var o struct{ Raw *string }
+			if json.Unmarshal(env.Event.Original, &o) != nil || o.Raw == nil {
+				continue
+			}
+			m := Parse([]byte(*o.Raw), env.Received)
+			if seq, ok := sequenceID(&m); ok {
+				s.mu.Lock()
+				if s.last == nil {
+					s.last = make(map[string]int64)
+				}
+				s.last[env.Source] = seq
+				s.mu.Unlock()
+			}
+		}
+	}
+	return nil
 }

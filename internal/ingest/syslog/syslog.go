@@ -27,20 +27,25 @@
 // every message it sent is durable; a reset instead means some may not be.
 // Whenever trail cannot append (a failed append, a malformed or oversized
 // frame, a certificate revoked while connected) it resets the connection,
-// so that the sender's next write fails and it reconnects. Messages that a
-// sender has written into a connection that then breaks, and messages in
-// flight when trail stops abruptly, are lost unless the sender sends them
-// again: that is what a sender's disk-assisted queue must cover. docs/
-// producers/syslog.md has the contract for operators.
+// so that the sender's next write fails and it reconnects. Shutdown sends
+// a close_notify, reads until the sender closes or pauses, appends, and
+// then resets too: after a FIN a sender's next write would seem to succeed
+// and be lost (measured with rsyslog and syslog-ng), after a reset it fails
+// and the sender keeps the message. Messages that a sender has written into
+// a connection that then breaks, and messages in flight when trail stops
+// abruptly, are lost unless the sender sends them again: that is what a
+// sender's disk-assisted queue must cover. docs/producers/syslog.md has the
+// contract for operators.
 //
 // # Deduplication and gaps
 //
 // A message with [meta sequenceId] and a TIMESTAMP gets an event id derived
 // from the sequence number and a hash of the message, so that the same
 // message sent again (after a reconnect, say) is appended once. The last
-// sequenceId of each sender is remembered across its connections; a jump
-// appends a syslog.sequence_gap event before the message that revealed it,
-// logs a warning and counts trail_syslog_sequence_missing_total.
+// sequenceId of each sender is remembered across its connections, and
+// recalled from the log at start; a jump appends a syslog.sequence_gap event
+// before the message that revealed it, logs a warning and counts
+// trail_syslog_sequence_missing_total.
 package syslog
 
 import (
@@ -82,6 +87,9 @@ const (
 	DefaultMaxConnections = 1024
 	// DefaultHandshakeTimeout bounds a TLS handshake.
 	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultRecall is how many of the newest entries are read at start
+	// for senders' last sequence numbers.
+	DefaultRecall = 100_000
 )
 
 // How Shutdown drains: it keeps reading from each connection until its
@@ -128,6 +136,13 @@ type Config struct {
 	// HandshakeTimeout bounds the TLS handshake. Default
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// Log, if not nil, is read at Listen: the newest Recall entries, for
+	// the last [meta sequenceId] of each sender, so that a gap across a
+	// restart of trail is seen. Pass the *ledger.Log.
+	Log EntryReader
+	// Recall is how many of the newest entries Listen reads from Log.
+	// Default DefaultRecall; negative reads none.
+	Recall int64
 	// Registerer, if not nil, gets the listener's metrics
 	// (trail_syslog_*).
 	Registerer prometheus.Registerer
@@ -184,6 +199,9 @@ func Listen(cfg Config) (*Listener, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Recall == 0 {
+		cfg.Recall = DefaultRecall
+	}
 	l := &Listener{cfg: cfg, log: cfg.Logger, conns: make(map[*conn]struct{})}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
@@ -194,6 +212,11 @@ func Listen(cfg Config) (*Listener, error) {
 	l.tls.NextProtos = nil
 	l.tls.VerifyConnection = l.verifyConnection
 	l.m = newMetrics(cfg.Registerer)
+	if cfg.Log != nil && cfg.Recall > 0 {
+		if err := l.seqs.recall(context.Background(), cfg.Log, cfg.Recall); err != nil {
+			return nil, fmt.Errorf("syslog: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("syslog: %w", err)
@@ -243,6 +266,7 @@ func (l *Listener) Serve() error {
 		}
 		backoff = 0
 		c := &conn{l: l, nc: nc, remote: nc.RemoteAddr().String()}
+		c.tc = tls.Server(hookedConn{nc, c}, l.tls)
 		if reason := l.track(c); reason != "" {
 			l.m.connections.WithLabelValues(reason).Inc()
 			l.log.Warn("syslog connection refused", "remote", c.remote, "reason", reason)
@@ -277,9 +301,9 @@ func (l *Listener) untrack(c *conn) {
 	l.wg.Done()
 }
 
-// Shutdown stops accepting, reads what each sender has already sent (until
-// it has been quiet for 100 ms, at most 2 s), appends it, closes the
-// connections and returns. If ctx ends first, it resets the connections
+// Shutdown stops accepting, sends each sender a close_notify, reads what
+// it sends until it closes or has been quiet for 100 ms (at most 2 s),
+// appends it, resets the connections and returns. If ctx ends first, it resets the connections
 // still open and returns ctx's error; appends in flight then still finish
 // or fail on their own.
 func (l *Listener) Shutdown(ctx context.Context) error {

@@ -63,6 +63,7 @@ func TestSyslogNG(t *testing.T) {
 		`"trail.example.com" port(6514)`, `"localhost" port(`+port+`)`,
 		"/etc/trail/", dir+"/",
 		`dir("/var/lib/syslog-ng")`, fmt.Sprintf("dir(%q)", dir),
+		"time-reopen(10)", "time-reopen(1)",
 	).Replace(string(m[1]))
 	sock := filepath.Join(dir, "log.sock")
 	conf := fmt.Sprintf("@version: 3.38\nsource s_src { unix-dgram(%q); };\n%s", sock, dest)
@@ -97,26 +98,56 @@ func TestSyslogNG(t *testing.T) {
 		return err == nil
 	})
 
-	const n = 300
-	var lines strings.Builder
-	for i := range n {
-		fmt.Fprintf(&lines, "message %d via syslog-ng\n", i)
-	}
-	logger := exec.Command("logger", "-u", sock, "-t", "trailtest-ng")
-	logger.Stdin = strings.NewReader(lines.String())
-	if b, err := logger.CombinedOutput(); err != nil {
-		t.Fatalf("logger: %v\n%s", err, b)
+	// Half the messages, a restart of trail's listener (syslog-ng
+	// reconnects), the other half.
+	const n = 600
+	send := func(from, to int) {
+		var lines strings.Builder
+		for i := from; i < to; i++ {
+			fmt.Fprintf(&lines, "message %d via syslog-ng\n", i)
+		}
+		logger := exec.Command("logger", "-u", sock, "-t", "trailtest-ng")
+		logger.Stdin = strings.NewReader(lines.String())
+		if b, err := logger.CombinedOutput(); err != nil {
+			t.Fatalf("logger: %v\n%s", err, b)
+		}
 	}
 	var got []entry
-	waitFor(t, fmt.Sprintf("%d messages from syslog-ng", n), 60*time.Second, func() bool {
-		got = got[:0]
-		for _, en := range e.syslogEntries(t) {
-			if detail(t, en, "app_name") == "trailtest-ng" {
-				got = append(got, en)
+	collect := func(want int) {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			got = got[:0]
+			for _, en := range e.syslogEntries(t) {
+				if detail(t, en, "app_name") == "trailtest-ng" {
+					got = append(got, en)
+				}
 			}
+			if len(got) >= want {
+				return
+			}
+			if time.Now().After(deadline) {
+				seen := map[string]int{}
+				for _, en := range got {
+					seen[strings.TrimPrefix(detail(t, en, "msg").(string), " ")]++
+				}
+				var missing []int
+				for i := range want {
+					if seen[fmt.Sprintf("message %d via syslog-ng", i)] == 0 {
+						missing = append(missing, i)
+					}
+				}
+				t.Fatalf("%d of %d messages from syslog-ng after 30 s; missing %v", len(got), want, missing)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		return len(got) >= n
-	})
+	}
+	send(0, n/2)
+	collect(n / 2)
+	e.restart(t)
+	send(n/2, n)
+	collect(n)
+	time.Sleep(500 * time.Millisecond) // for duplicates, if any
+	collect(n)
 	if len(got) != n {
 		t.Fatalf("%d messages in the log, want %d", len(got), n)
 	}
