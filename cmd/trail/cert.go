@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/trailaudit/trail/internal/durable"
+	"github.com/trailaudit/trail/internal/ingest/k8s"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/tlsconf"
 )
@@ -63,9 +64,6 @@ const clientsDir = "clients"
 
 // defaultServerURL is where trail serve listens by default.
 const defaultServerURL = "https://127.0.0.1:8443"
-
-// kubeAuditPath is the API path of the Kubernetes audit webhook.
-const kubeAuditPath = "/v1/kubernetes/audit"
 
 // issuedCert is one record of issuedFile.
 type issuedCert struct {
@@ -176,7 +174,7 @@ func runCertIssue(args []string, stdout, stderr io.Writer) error {
 	}
 	caPath := filepath.Join(pkiDir, tlsconf.CACertFile)
 	if kubePath != "" {
-		kc, err := kubeconfig(url+kubeAuditPath, name, caPath, certPath, keyPath)
+		kc, err := kubeconfig(url+k8s.Path, name, caPath, certPath, keyPath)
 		if err != nil {
 			return err
 		}
@@ -210,7 +208,7 @@ The kubeconfig refers to the CA certificate, this certificate and its key by
 absolute path (no key is copied into it): the API server must be able to
 read them there. The audit policy file is yours: it says which requests are
 recorded and at what level (see "Auditing" in the Kubernetes documentation).
-`, url, kubeAuditPath, shellQuote(absKube))
+`, url, k8s.Path, shellQuote(absKube))
 	return nil
 }
 
