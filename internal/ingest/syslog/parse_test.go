@@ -162,6 +162,9 @@ func FuzzParse(f *testing.F) {
 		"<86>2026-01-02T03:04:05.123456+01:00 web1 sshd[77]: ok",
 		"\xff\xfe<1>",
 		"",
+		// As rsyslog 8.2302 and syslog-ng 3.38 sent them in the tests.
+		"<85>1 2026-11-29T09:14:16.061316+00:00 vm trailtest-gtls - - -  message 0 via gtls\n",
+		"<13>1 2026-11-29T08:52:43+00:00 vm trailtest-ng - - [meta sequenceId=\"1\"] message 0 via syslog-ng\n",
 	} {
 		f.Add([]byte(s))
 	}

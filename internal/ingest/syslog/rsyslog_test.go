@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -226,5 +225,5 @@ ruleset(name="trail") {
 	if !e.logs.contains("syslog connection opened") || !e.logs.contains("identity="+name) {
 		t.Errorf("no connection from %s logged", name)
 	}
-	t.Logf("%d messages from rsyslogd %s via %s, first at index %s", n, driver, name, strconv.FormatInt(got[0].index, 10))
+	t.Logf("%d messages from rsyslogd %s via %s; the first as sent: %q", n, driver, name, raw(t, got[0]))
 }
