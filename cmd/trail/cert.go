@@ -20,6 +20,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/trailaudit/trail/event"
 	"github.com/trailaudit/trail/internal/durable"
 	"github.com/trailaudit/trail/internal/ingest/k8s"
 	"github.com/trailaudit/trail/internal/ledger"
@@ -86,16 +87,16 @@ func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprint(stderr, certHelp)
 		return nil
 	case "issue":
-		return runCertIssue(args[1:], stdout, stderr)
+		return runCertIssue(ctx, args[1:], stdout, stderr)
 	case "list":
 		return runCertList(args[1:], stdout, stderr)
 	case "revoke":
-		return runCertRevoke(args[1:], stdout, stderr)
+		return runCertRevoke(ctx, args[1:], stdout, stderr)
 	}
 	return usageError{fmt.Sprintf("cert: unknown subcommand %q: want issue, list or revoke", args[0])}
 }
 
-func runCertIssue(args []string, stdout, stderr io.Writer) error {
+func runCertIssue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("cert issue", stderr, certHelp+"\nFlags of issue:\n")
 	dir := flags.String("data", "trail-data", "the data `directory`")
 	roleName := flags.String("role", "", "the `role`: writer, reader, auditor or admin (required)")
@@ -183,9 +184,17 @@ func runCertIssue(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	index, err := recordOp(ctx, *dir, "trail.cert.issue", event.Resource{Type: "trail.certificate", ID: name}, map[string]any{
+		"role": string(role), "serial": tlsconf.SerialString(leaf.SerialNumber), "not_after": leaf.NotAfter.UTC(),
+	})
+	if err != nil {
+		return fmt.Errorf("certificate issued but not recorded in the log: %w", err)
+	}
+
 	tlsArgs := fmt.Sprintf("--cacert %s --cert %s --key %s", shellQuote(caPath), shellQuote(certPath), shellQuote(keyPath))
 	fmt.Fprintf(stdout, "issued %s certificate for %s, serial %s, expires %s\n  certificate  %s\n  key          %s\n",
 		role, name, tlsconf.SerialString(leaf.SerialNumber), leaf.NotAfter.UTC().Format(time.DateOnly), certPath, keyPath)
+	fmt.Fprintf(stdout, "  recorded in the log as entry %d\n", index)
 	if kubePath != "" {
 		fmt.Fprintf(stdout, "  kubeconfig   %s\n", kubePath)
 	}
@@ -357,7 +366,7 @@ func runCertList(args []string, stdout, stderr io.Writer) error {
 	return tw.Flush()
 }
 
-func runCertRevoke(args []string, stdout, stderr io.Writer) error {
+func runCertRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("cert revoke", stderr, certHelp+"\nFlags of revoke:\n")
 	dir := flags.String("data", "trail-data", "the data `directory`")
 	name, err := parseNameAndFlags(flags, args)
@@ -393,6 +402,9 @@ func runCertRevoke(args []string, stdout, stderr io.Writer) error {
 	if added > 0 {
 		if err := tlsconf.WriteRevocations(revPath, revs); err != nil {
 			return err
+		}
+		if _, err := recordOp(ctx, *dir, "trail.cert.revoke", event.Resource{Type: "trail.certificate", ID: name}, map[string]any{"revoked": added}); err != nil {
+			return fmt.Errorf("certificate revoked but not recorded in the log: %w", err)
 		}
 	}
 	fmt.Fprintf(stdout, "revoked %d certificate(s) of %s (%d already revoked); a running server refuses them within a second\n",

@@ -86,7 +86,10 @@ func (s *Server) OpsHandler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		securityHeaders(w.Header())
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // statusRecorder captures the status code for the request counter.

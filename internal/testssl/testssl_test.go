@@ -38,10 +38,7 @@ var privateCA = map[string]string{
 
 // pending are findings that are defects to be fixed elsewhere. The test
 // fails once one is no longer reported, so that it is removed from here.
-var pending = map[string]string{
-	"security_headers": "internal/server sends none of the headers testssl.sh looks for " +
-		"(X-Content-Type-Options: nosniff is the one an API needs)",
-}
+var pending = map[string]string{}
 
 // vulnerabilities are the checks of testssl.sh -U (all of them, as the
 // default run is "offensive"); each must have run and found nothing.
