@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/trailaudit/trail/internal/ingest/syslog"
 	"github.com/trailaudit/trail/internal/server"
 	"github.com/trailaudit/trail/internal/tlsconf"
 )
@@ -43,6 +44,13 @@ type serveConfig struct {
 		// server certificate.
 		Names []string `yaml:"names"`
 	} `yaml:"tls"`
+	// SyslogListen is the address of the syslog-over-TLS listener (RFC
+	// 5425; mutual TLS with a writer or admin certificate). Default
+	// 127.0.0.1:6514; "off" disables it.
+	SyslogListen string `yaml:"syslog_listen"`
+	// SyslogMaxMessageSize bounds one syslog message, in bytes. Default
+	// 262144, at least 65536.
+	SyslogMaxMessageSize int `yaml:"syslog_max_message_size"`
 	// PublicRead serves /checkpoint and /tile/ without authentication, as
 	// a public C2SP tlog-tiles mirror. Default false: the reader role.
 	PublicRead bool `yaml:"public_read"`
@@ -77,6 +85,7 @@ func defaultServeConfig() serveConfig {
 	c.Data = "trail-data"
 	c.Listen = "127.0.0.1:8443"
 	c.OpsListen = "127.0.0.1:9443"
+	c.SyslogListen = syslog.DefaultAddr
 	c.TLS.Profile = "intermediate"
 	c.CheckpointInterval = time.Second
 	return c
@@ -122,6 +131,10 @@ func (c *serveConfig) check(path string) error {
 		return bad("data must not be empty")
 	case c.Listen == "":
 		return bad("listen must not be empty")
+	case c.SyslogListen == "":
+		return bad("syslog_listen must not be empty (off disables it)")
+	case c.SyslogMaxMessageSize != 0 && (c.SyslogMaxMessageSize < syslog.MinMaxMessageSize || c.SyslogMaxMessageSize > syslog.MaxMaxMessageSize):
+		return bad("syslog_max_message_size must be %d to %d bytes", syslog.MinMaxMessageSize, syslog.MaxMaxMessageSize)
 	case c.CheckpointInterval < 0:
 		return bad("checkpoint_interval must not be negative")
 	case c.Limits.MaxBodyBytes < 0:

@@ -66,7 +66,7 @@ func startProcServer(t *testing.T, dir string) *procServer {
 	info := filepath.Join(dir, serveInfoFile)
 	os.Remove(info) // a killed server leaves its own behind
 	p := &procServer{out: new(lockedBuffer), done: make(chan struct{})}
-	p.cmd = exec.Command(trail, "serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "off")
+	p.cmd = exec.Command(trail, "serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "off", "-syslog-listen", "off")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

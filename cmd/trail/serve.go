@@ -24,6 +24,7 @@ import (
 	"github.com/trailaudit/trail/event"
 
 	"github.com/trailaudit/trail/internal/durable"
+	"github.com/trailaudit/trail/internal/ingest/syslog"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/server"
 	storagefs "github.com/trailaudit/trail/internal/storage/fs"
@@ -31,7 +32,7 @@ import (
 	"github.com/trailaudit/trail/internal/token"
 )
 
-const serveHelp = `Usage: trail serve [-config FILE] [-data DIR] [-listen ADDR] [-ops-listen ADDR]
+const serveHelp = `Usage: trail serve [-config FILE] [-data DIR] [-listen ADDR] [-ops-listen ADDR] [-syslog-listen ADDR]
                    [-profile intermediate|modern] [-tls-cert FILE -tls-key FILE] [-names LIST]
 
 Serves the log in DIR over TLS only. On first run it creates DIR, the log's
@@ -41,7 +42,7 @@ prints the URL, the CA fingerprint, the verifier key and curl lines to try.
 
 Settings come from the YAML file given with -config (see docs/config.md);
 flags override it. /healthz and /metrics are served on -ops-listen, over TLS
-with the server certificate. SIGHUP re-reads operator certificate files and
+with the server certificate; syslog over TLS (RFC 5425) on -syslog-listen. SIGHUP re-reads operator certificate files and
 the revocation list at once (they are also picked up when they change).
 SIGINT or SIGTERM stops accepting requests, finishes those in flight, signs
 a last checkpoint and exits.
@@ -71,6 +72,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dir := fs.String("data", def.Data, "the data `directory`")
 	listen := fs.String("listen", def.Listen, "the `address` of the API")
 	opsListen := fs.String("ops-listen", def.OpsListen, "the `address` of /healthz and /metrics, or off")
+	syslogListen := fs.String("syslog-listen", def.SyslogListen, "the `address` of the syslog over TLS (RFC 5425) listener, or off")
 	profileName := fs.String("profile", def.TLS.Profile, "the TLS `profile`: intermediate (TLS 1.2 and 1.3) or modern (TLS 1.3 only)")
 	certFile := fs.String("tls-cert", "", "an operator's server certificate chain `file` (PEM), instead of the generated one")
 	keyFile := fs.String("tls-key", "", "the `file` of -tls-cert's private key (PEM)")
@@ -93,6 +95,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			cfg.Listen = *listen
 		case "ops-listen":
 			cfg.OpsListen = *opsListen
+		case "syslog-listen":
+			cfg.SyslogListen = *syslogListen
 		case "profile":
 			cfg.TLS.Profile = *profileName
 		case "tls-cert":
@@ -114,6 +118,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.OpsListen != "off" {
 		if _, _, err := net.SplitHostPort(cfg.OpsListen); err != nil {
 			return usageError{fmt.Sprintf("bad ops listen address %q: %v (or off)", cfg.OpsListen, err)}
+		}
+	}
+	if cfg.SyslogListen != "off" {
+		if _, _, err := net.SplitHostPort(cfg.SyslogListen); err != nil {
+			return usageError{fmt.Sprintf("bad syslog listen address %q: %v (or off)", cfg.SyslogListen, err)}
 		}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
@@ -189,17 +198,44 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return errors.Join(fmt.Errorf("ops listener: %w", err), l.Close())
 		}
 	}
+	var syslogLn *syslog.Listener
+	if cfg.SyslogListen != "off" {
+		syslogLn, err = syslog.Listen(syslog.Config{
+			Addr:           cfg.SyslogListen,
+			TLS:            tlsConfig, // the same profile and certificate source as the API
+			ClientCAs:      pki.CAPool(),
+			Revoked:        revoked.Revoked,
+			Ingester:       srv,
+			Log:            l, // recalls senders' last sequenceId
+			MaxMessageSize: cfg.SyslogMaxMessageSize,
+			Registerer:     srv.Registry(),
+			Logger:         logger,
+		})
+		if err != nil {
+			ln.Close()
+			if opsLn != nil {
+				opsLn.Close()
+			}
+			return errors.Join(fmt.Errorf("syslog listener: %w", err), l.Close())
+		}
+	}
 	started := map[string]any{"listen": ln.Addr().String(), "profile": cfg.TLS.Profile, "version": version(), "log_size": l.Size()}
+	if syslogLn != nil {
+		started["syslog_listen"] = syslogLn.Addr().String()
+	}
 	if _, err := srv.Audit(ctx, tlsconf.Identity{}, "trail.server.start", event.Resource{Type: "trail.server", ID: l.Origin()}, started); err != nil {
 		ln.Close()
 		if opsLn != nil {
 			opsLn.Close()
 		}
+		if syslogLn != nil {
+			syslogLn.Shutdown(context.Background())
+		}
 		return errors.Join(err, l.Close())
 	}
 
 	hs := server.NewHTTPServer(cfg.Listen, srv, server.TLSConfig(tlsConfig), logger)
-	served := make(chan error, 2)
+	served := make(chan error, 3)
 	go func() { served <- hs.ServeTLS(ln, "", "") }()
 	var ops *http.Server
 	if opsLn != nil {
@@ -210,6 +246,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ops = server.NewHTTPServer(cfg.OpsListen, srv.OpsHandler(), opsTLS, logger)
 		go func() { served <- ops.ServeTLS(opsLn, "", "") }()
 	}
+	if syslogLn != nil {
+		go func() { served <- syslogLn.Serve() }()
+	}
 	url := serverURL(ln.Addr().String(), host)
 	if err := writeServeInfo(data, serveInfo{URL: url, CAFingerprint: pki.CAFingerprint(), VerifierKey: keys.VerifierKey, PID: os.Getpid()}); err != nil {
 		logger.Warn("couldn't write "+serveInfoFile+"; client commands need -server", "err", err)
@@ -218,6 +257,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	printBanner(stdout, data, url, pki, keys, l.Size())
 	if opsLn != nil {
 		fmt.Fprintf(stdout, "\nHealth and metrics: https://%s/healthz and /metrics\n", opsLn.Addr())
+	}
+	if syslogLn != nil {
+		fmt.Fprintf(stdout, "\nSyslog over TLS (RFC 5425): %s, with a writer certificate (docs/producers/syslog.md)\n", syslogLn.Addr())
 	}
 
 	hup := make(chan os.Signal, 1)
@@ -240,6 +282,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logger.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	serr := hs.Shutdown(sctx)
+	if syslogLn != nil {
+		// Appends what senders sent, before the log closes.
+		serr = errors.Join(serr, syslogLn.Shutdown(sctx))
+	}
 	if ops != nil {
 		serr = errors.Join(serr, ops.Shutdown(sctx))
 	}
@@ -256,7 +302,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		logger.Info("stopped; last checkpoint signed", "size", l.Size())
 	}
-	if errors.Is(err, http.ErrServerClosed) {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, syslog.ErrListenerClosed) {
 		err = nil
 	}
 	return err

@@ -32,7 +32,7 @@ func startServe(t *testing.T, dir string) (url string, c *http.Client, stop func
 	done := make(chan error, 1)
 	var out bytes.Buffer
 	go func() {
-		done <- run(ctx, []string{"serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "127.0.0.1:0"}, io.Discard, &out)
+		done <- run(ctx, []string{"serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "127.0.0.1:0", "-syslog-listen", "127.0.0.1:0"}, io.Discard, &out)
 	}()
 	var info serveInfo
 	deadline := time.Now().Add(20 * time.Second)
