@@ -185,3 +185,8 @@ func isCompact(v []byte) bool {
 	}
 	return true
 }
+
+// AppendJSON appends the event's JSON exactly as Encode writes it inside a
+// leaf: the canonical form, the same for the same Event. It does not
+// validate e.
+func (e *Event) AppendJSON(b []byte) ([]byte, error) { return appendEvent(b, e) }

@@ -3,7 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
+	"encoding/binary"
 	"fmt"
 	"sync"
 	"time"
@@ -57,10 +57,15 @@ func eventKey(source, id string) string    { return source + "\x00i\x00" + id }
 // computed from a request or read back from the log.
 func fingerprint(evs ...event.Event) [sha256.Size]byte {
 	h := sha256.New()
-	for _, ev := range evs {
-		b, _ := json.Marshal(ev) // an Event always marshals
-		fmt.Fprintf(h, "%d:", len(b))
-		h.Write(b)
+	var buf, size []byte
+	for i := range evs {
+		// An error means Details or Original is not JSON, which Validate
+		// refuses before an event gets here; what was written still counts.
+		buf, _ = evs[i].AppendJSON(buf[:0])
+		// Length-prefixed, so that no two lists share a fingerprint.
+		size = binary.AppendUvarint(size[:0], uint64(len(buf)))
+		h.Write(size)
+		h.Write(buf)
 	}
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
