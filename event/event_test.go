@@ -485,3 +485,31 @@ func FuzzSplitArray(f *testing.F) {
 		}
 	})
 }
+
+func TestReadLeafKeys(t *testing.T) {
+	ev := Event{ID: "e-1", Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Actor: Actor{ID: "a"}, Action: "x", Outcome: Success,
+		Details: json.RawMessage(`{"n":[1,{"m":"s"}]}`)}
+	for _, env := range []Envelope{
+		{Received: time.Date(2026, 1, 2, 3, 4, 5, 123, time.UTC), Source: "p1", Via: "json", Key: "k-1", Event: ev},
+		{Received: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Source: "p1", Via: "k8s", Event: Event{Time: ev.Time, Actor: ev.Actor, Action: "y", Outcome: Unknown}},
+	} {
+		leaf, err := Encode(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, ok := ReadLeafKeys(leaf)
+		if !ok {
+			t.Fatalf("ReadLeafKeys(%s) failed", leaf)
+		}
+		want, _ := env.Event.AppendJSON(nil)
+		if k.Source != env.Source || k.Key != env.Key || k.EventID != env.Event.ID || !bytes.Equal(k.Event, want) ||
+			k.Received != env.Received.UTC().Format(time.RFC3339Nano) {
+			t.Errorf("ReadLeafKeys(%s) = %+v", leaf, k)
+		}
+	}
+	for _, bad := range []string{``, `{}`, `{"received":"x","source":"s","via":"v","event":1}`, `{"received":"x","source":"s\"","via":"v","event":{}}`} {
+		if _, ok := ReadLeafKeys([]byte(bad)); ok {
+			t.Errorf("ReadLeafKeys(%s) succeeded", bad)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -77,6 +78,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	certFile := fs.String("tls-cert", "", "an operator's server certificate chain `file` (PEM), instead of the generated one")
 	keyFile := fs.String("tls-key", "", "the `file` of -tls-cert's private key (PEM)")
 	names := fs.String("names", "", "extra DNS names or IP addresses, comma-separated, for the generated server certificate")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file`, for finding where the time goes")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -127,6 +129,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	data := cfg.Data
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		return fmt.Errorf("couldn't create data directory: %w", err)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"hash"
 	"sync"
 	"time"
 
@@ -53,22 +54,43 @@ func newDedup(max int) *dedup {
 func requestKey(source, key string) string { return source + "\x00k\x00" + key }
 func eventKey(source, id string) string    { return source + "\x00i\x00" + id }
 
-// fingerprint hashes the events' canonical JSON, which is the same whether
-// computed from a request or read back from the log.
+// fingerprint hashes the events' canonical JSON (Event.AppendJSON), which is
+// also what a leaf holds under "event": the same whether computed from a
+// request or read back from the log.
 func fingerprint(evs ...event.Event) [sha256.Size]byte {
-	h := sha256.New()
-	var buf, size []byte
+	var f fingerprinter
+	var buf []byte
 	for i := range evs {
 		// An error means Details or Original is not JSON, which Validate
 		// refuses before an event gets here; what was written still counts.
 		buf, _ = evs[i].AppendJSON(buf[:0])
-		// Length-prefixed, so that no two lists share a fingerprint.
-		size = binary.AppendUvarint(size[:0], uint64(len(buf)))
-		h.Write(size)
-		h.Write(buf)
+		f.add(buf)
+	}
+	return f.sum()
+}
+
+// fingerprinter hashes a list of canonical event encodings, each length-
+// prefixed so that no two lists share a fingerprint.
+type fingerprinter struct {
+	h    hash.Hash
+	size []byte
+}
+
+func (f *fingerprinter) add(canonical []byte) {
+	if f.h == nil {
+		f.h = sha256.New()
+	}
+	f.size = binary.AppendUvarint(f.size[:0], uint64(len(canonical)))
+	f.h.Write(f.size)
+	f.h.Write(canonical)
+}
+
+func (f *fingerprinter) sum() [sha256.Size]byte {
+	if f.h == nil {
+		f.h = sha256.New()
 	}
 	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
+	f.h.Sum(sum[:0])
 	return sum
 }
 
@@ -95,19 +117,18 @@ func (d *dedup) recall(ctx context.Context, l *ledger.Log, scan int64) error {
 	start := max(0, size-scan)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var run *claim // the request claim the previous entry belonged to
-	var runKey string
-	var runEvents []event.Event
-	var runReceived time.Time // entries of one request share their received time
+	var run *claim                 // the request claim the previous entry belonged to
+	var runKey, runReceived string // entries of one request share their received time
+	var runFP fingerprinter
 	flush := func() {
 		if run != nil {
-			run.fp = fingerprint(runEvents...)
+			run.fp = runFP.sum()
 			if _, dup := d.claims[runKey]; !dup {
 				d.claims[runKey] = run
 				d.commitLocked(runKey, run)
 			}
 		}
-		run, runEvents = nil, nil
+		run, runFP = nil, fingerprinter{}
 	}
 	const chunk = 256
 	for lo := start; lo < size; lo += chunk {
@@ -117,41 +138,62 @@ func (d *dedup) recall(ctx context.Context, l *ledger.Log, scan int64) error {
 		}
 		for i, leaf := range leaves {
 			index := lo + int64(i)
-			if body, err := l.Body(ctx, leaf); err == nil {
-				leaf = body
-			} else {
+			body, err := l.Body(ctx, leaf)
+			if err != nil {
 				return err
 			}
-			env, err := event.DecodeLeaf(leaf)
-			if err != nil {
+			k, ok := leafKeys(body)
+			if !ok {
 				flush() // not an event envelope: the log may hold other leaves
 				continue
 			}
-			if env.Key != "" {
-				k := requestKey(env.Source, env.Key)
-				if run != nil && k == runKey && run.first+int64(run.n) == index && env.Received.Equal(runReceived) {
+			if k.Key != "" {
+				key := requestKey(k.Source, k.Key)
+				if run != nil && key == runKey && run.first+int64(run.n) == index && k.Received == runReceived {
 					run.n++
-					runEvents = append(runEvents, env.Event)
 				} else {
 					flush()
-					run = &claim{done: closed, ok: true, first: index, n: 1}
-					runKey, runEvents, runReceived = k, []event.Event{env.Event}, env.Received
+					run = &claim{done: closed, ok: true, first: index}
+					runKey, runReceived, run.n = key, k.Received, 1
 				}
+				runFP.add(k.Event)
 			} else {
 				flush()
 			}
-			if env.Event.ID != "" {
-				k := eventKey(env.Source, env.Event.ID)
-				if _, dup := d.claims[k]; !dup {
-					c := &claim{done: closed, ok: true, first: index, n: 1, fp: fingerprint(env.Event)}
-					d.claims[k] = c
-					d.commitLocked(k, c)
+			if k.EventID != "" {
+				key := eventKey(k.Source, k.EventID)
+				if _, dup := d.claims[key]; !dup {
+					var f fingerprinter
+					f.add(k.Event)
+					c := &claim{done: closed, ok: true, first: index, n: 1, fp: f.sum()}
+					d.claims[key] = c
+					d.commitLocked(key, c)
 				}
 			}
 		}
 	}
 	flush()
 	return nil
+}
+
+// leafKeys reads what recall needs of a leaf: quickly for what Encode
+// writes, by decoding otherwise.
+func leafKeys(leaf []byte) (event.LeafKeys, bool) {
+	if k, ok := event.ReadLeafKeys(leaf); ok {
+		return k, true
+	}
+	env, err := event.DecodeLeaf(leaf)
+	if err != nil {
+		return event.LeafKeys{}, false
+	}
+	canonical, err := env.Event.AppendJSON(nil)
+	if err != nil {
+		return event.LeafKeys{}, false
+	}
+	return event.LeafKeys{
+		Received: env.Received.UTC().Format(time.RFC3339Nano),
+		Source:   env.Source, Key: env.Key, EventID: env.Event.ID, Event: canonical,
+	}, true
 }
 
 var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
