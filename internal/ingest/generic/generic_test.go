@@ -193,11 +193,12 @@ func TestEndpointErrors(t *testing.T) {
 		{u, `{"t":"2026-01-02T03:04:05Z","a":"u","x":"y"}x`, 400, `{"error":"body: malformed JSON: invalid character 'x' after top-level value"}`},
 		{u, `[{"t":"2026-01-02T03:04:05Z","a":"u","x":"y"},{"a":"u","x":"y"}]`, 400, `{"error":"[1] time: none of /t found in the record"}`},
 		{u, `"text"`, 400, `{"error":"body: want a JSON object or an array of objects"}`},
+		{u, "[" + strings.Repeat(`{},`, generic.MaxRecords) + "{}]", 413, `{"error":"10001 records in one request, at most 10000"}`},
 		{ts.url + generic.Path + "?time=/t", `{}`, 400, `{"error":"query parameter \"actor\" is required: a JSON Pointer such as actor=/actor, or a literal"}`},
 	} {
 		status, body := post(t, c, tt.url, []byte(tt.body))
 		if status != tt.status || strings.TrimSpace(body) != tt.want {
-			t.Errorf("POST %s = %d %s, want %d %s", tt.body, status, body, tt.status, tt.want)
+			t.Errorf("POST %.100s = %d %s, want %d %s", tt.body, status, body, tt.status, tt.want)
 		}
 	}
 	if n := ts.log.Size(); n != 0 {

@@ -17,6 +17,10 @@ import (
 // /v1/events/{index} would make the router's patterns ambiguous.
 const Path = "/v1/generic"
 
+// MaxRecords bounds the records of one request, as limits.max_events
+// does for POST /v1/events by default.
+const MaxRecords = 10_000
+
 // via names the ingestion path in each entry's envelope.
 const via = "generic"
 
@@ -60,6 +64,10 @@ func (h *handler) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	records, err := Records(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(records) > MaxRecords {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%d records in one request, at most %d", len(records), MaxRecords))
 		return
 	}
 	events := make([]event.Event, len(records))
