@@ -210,3 +210,36 @@ func TestEndpointErrors(t *testing.T) {
 		t.Errorf("POST array = %d %s", status, body)
 	}
 }
+
+// FuzzMap maps arbitrary records by arbitrary queries: no panic, and
+// every event made is valid and keeps the record.
+func FuzzMap(f *testing.F) {
+	f.Add("id=/uid&time=/time&action=/event&actor=/user,teleport&actor_ip=/addr.remote&outcome=/success&tag=audit", []byte(`{"uid":"u","time":"2022-08-10T19:54:43.444Z","event":"app.access","user":"alice","success":true}`))
+	f.Add("time=/t/0&actor=/a~1b&action=x", []byte(`[{"t":[1700000000],"a/b":7}]`))
+	f.Fuzz(func(t *testing.T, query string, body []byte) {
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return
+		}
+		m, err := generic.ParseMapping(q)
+		if err != nil {
+			return
+		}
+		records, err := generic.Records(body)
+		if err != nil {
+			return
+		}
+		for _, rec := range records {
+			ev, err := m.Map(rec)
+			if err != nil {
+				continue
+			}
+			if err := ev.Validate(); err != nil {
+				t.Fatalf("Map(%s) = invalid event: %v", rec, err)
+			}
+			if !bytes.Equal(ev.Original, rec) {
+				t.Fatalf("Original = %s, want %s", ev.Original, rec)
+			}
+		}
+	})
+}
