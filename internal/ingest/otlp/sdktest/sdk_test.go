@@ -69,6 +69,13 @@ type once503 struct {
 
 func (o *once503) wrap(next http.Handler) http.Handler { o.next = next; return o }
 
+// count returns the requests to /v1/logs so far.
+func (o *once503) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.requests
+}
+
 func (o *once503) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != otlp.Path {
 		o.next.ServeHTTP(w, r)
