@@ -1,39 +1,43 @@
 package k8s
 
 import (
-	"encoding/base64"
+	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 )
 
-// Kubeconfig returns the kubeconfig for the API server's
-// --audit-webhook-config-file: it sends to Path at serverURL (such as
-// "https://trail.example.com:8443"), trusts caPEM, and authenticates as
-// user with the client certificate and key. The PEM blocks are embedded
-// (the -data forms), so the file is the one secret to install: mode 0600.
-func Kubeconfig(serverURL, user string, caPEM, certPEM, keyPEM []byte) []byte {
-	b64 := base64.StdEncoding.EncodeToString
-	var b strings.Builder
-	fmt.Fprintf(&b, `# Kubernetes audit webhook to trail: kube-apiserver --audit-webhook-config-file=THIS_FILE
+// Kubeconfig returns a kubeconfig for the API server's
+// --audit-webhook-config-file, in the shape trail cert issue writes: it
+// sends to Path at serverURL (such as "https://trail.example.com:8443"),
+// trusts the CA certificate in caFile, and authenticates as user with the
+// client certificate in certFile and its key in keyFile. Give absolute
+// paths: the API server resolves relative ones against its own working
+// directory. No key is copied into the file.
+func Kubeconfig(serverURL, user, caFile, certFile, keyFile string) []byte {
+	return fmt.Appendf(nil, `# trail: kube-apiserver --audit-webhook-config-file.
 apiVersion: v1
 kind: Config
 clusters:
 - name: trail
   cluster:
     server: %s
-    certificate-authority-data: %s
+    certificate-authority: %s
 users:
 - name: %s
   user:
-    client-certificate-data: %s
-    client-key-data: %s
+    client-certificate: %s
+    client-key: %s
 contexts:
 - name: trail
   context:
     cluster: trail
     user: %s
 current-context: trail
-`, strconv.Quote(strings.TrimSuffix(serverURL, "/")+Path), b64(caPEM), strconv.Quote(user), b64(certPEM), b64(keyPEM), strconv.Quote(user))
-	return []byte(b.String())
+`, quote(strings.TrimSuffix(serverURL, "/")+Path), quote(caFile), quote(user), quote(certFile), quote(keyFile), quote(user))
+}
+
+// quote returns s as a YAML double-quoted scalar: a JSON string is one.
+func quote(s string) string {
+	b, _ := json.Marshal(s) // a string always marshals
+	return string(b)
 }

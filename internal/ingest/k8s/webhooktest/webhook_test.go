@@ -184,7 +184,7 @@ func checkOnce(t *testing.T, ts *trailServer, want []*auditinternal.Event) {
 }
 
 // TestWebhookRetries drives the webhook backend itself, with the kubeconfig
-// k8s.Kubeconfig writes (the one trail cert issue prints): three batches,
+// k8s.Kubeconfig writes (the shape trail cert issue writes): three batches,
 // each refused at first in one of flaky's ways, each retried by the
 // backend, each in the log once.
 func TestWebhookRetries(t *testing.T) {
@@ -194,13 +194,17 @@ func TestWebhookRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, err := os.ReadFile(ts.caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(t.TempDir(), "audit-webhook.kubeconfig")
-	if err := os.WriteFile(kubeconfig, k8s.Kubeconfig(ts.url, "kube-apiserver", caPEM, certPEM, keyPEM), 0o600); err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "kube-apiserver.crt"), filepath.Join(dir, "kube-apiserver.key")
+	kubeconfig := filepath.Join(dir, "kube-apiserver.kubeconfig")
+	for name, b := range map[string][]byte{
+		certFile:   certPEM,
+		keyFile:    keyPEM,
+		kubeconfig: k8s.Kubeconfig(ts.url, "kube-apiserver", ts.caFile, certFile, keyFile),
+	} {
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// The API server's backoff, from 20 ms instead of 10 s.
 	backoff := wait.Backoff{Duration: 20 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 5}
@@ -275,7 +279,7 @@ func TestDocumentedConfiguration(t *testing.T) {
 		"ca.crt":                   string(caPEM),
 		"kube-apiserver.crt":       string(certPEM),
 		"kube-apiserver.key":       string(keyPEM),
-		"audit-webhook.kubeconfig": local.Replace(kubeconfig),
+		"kube-apiserver.kubeconfig": local.Replace(kubeconfig),
 		"audit-policy.yaml":        policy,
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
