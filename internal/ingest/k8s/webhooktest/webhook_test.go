@@ -276,11 +276,11 @@ func TestDocumentedConfiguration(t *testing.T) {
 	}
 	local := strings.NewReplacer("https://trail.example.com:8443", ts.url, "/etc/kubernetes/trail/", dir+"/")
 	for name, content := range map[string]string{
-		"ca.crt":                   string(caPEM),
-		"kube-apiserver.crt":       string(certPEM),
-		"kube-apiserver.key":       string(keyPEM),
+		"ca.crt":                    string(caPEM),
+		"kube-apiserver.crt":        string(certPEM),
+		"kube-apiserver.key":        string(keyPEM),
 		"kube-apiserver.kubeconfig": local.Replace(kubeconfig),
-		"audit-policy.yaml":        policy,
+		"audit-policy.yaml":         policy,
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
