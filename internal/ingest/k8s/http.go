@@ -62,9 +62,10 @@ func (h *handler) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	id := server.Identity(r)
 	if _, err := h.s.Ingest(r.Context(), id, via, events); err != nil {
 		if _, ok := errors.AsType[*server.ConflictError](err); ok {
-			// Only a batch still being appended by an earlier attempt gets
-			// here (ids carry a hash of the event); the webhook retries.
-			writeError(w, http.StatusConflict, err.Error())
+			// Ids carry a hash of the event, so only a batch still being
+			// appended by an earlier attempt gets here: retry soon.
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return
 		}
 		h.log.Error("couldn't append Kubernetes audit events", "source", id.Name, "events", len(events), "err", err)
