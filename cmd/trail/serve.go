@@ -25,6 +25,9 @@ import (
 	"github.com/trailaudit/trail/event"
 
 	"github.com/trailaudit/trail/internal/durable"
+	"github.com/trailaudit/trail/internal/ingest/generic"
+	"github.com/trailaudit/trail/internal/ingest/k8s"
+	"github.com/trailaudit/trail/internal/ingest/otlp"
 	"github.com/trailaudit/trail/internal/ingest/syslog"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/server"
@@ -203,6 +206,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.Join(err, l.Close())
 	}
 	registerCertExpiry(srv, certs)
+	// The producers' own protocols, beside the native API (docs/producers).
+	k8s.Register(srv, logger)
+	otlp.Register(srv, logger)
+	generic.Register(srv, logger)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return errors.Join(err, l.Close())

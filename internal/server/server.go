@@ -10,6 +10,9 @@
 //	GET  /checkpoint              reader, auditor, admin
 //	GET  /tile/{path...}          reader, auditor, admin
 //
+// Producer protocol adapters add their endpoints with HandleIngest (see
+// internal/ingest). docs/api.md documents them all.
+//
 // Every error is a JSON object {"error": "..."}. Every response carries
 // Strict-Transport-Security: the server is only ever reached over TLS.
 package server
