@@ -19,7 +19,7 @@ import (
 	"github.com/trailaudit/trail/internal/tlsconf"
 )
 
-var sampleFile = filepath.Join("..", "..", "..", "..", "shared", "testdata", "teleport", "app.access.json")
+var sampleFile = filepath.Join("..", "..", "..", "testdata", "samples", "teleport", "app.access.json")
 
 func readSample(t *testing.T) []byte {
 	t.Helper()

@@ -18,7 +18,7 @@ import (
 )
 
 // samples is the shared directory of real senders' records.
-var samples = filepath.Join("..", "..", "..", "..", "shared", "testdata", "k8s-audit")
+var samples = filepath.Join("..", "..", "..", "testdata", "samples", "k8s-audit")
 
 func readSample(t testing.TB, name string) []byte {
 	t.Helper()

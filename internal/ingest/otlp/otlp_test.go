@@ -19,7 +19,7 @@ import (
 	"github.com/trailaudit/trail/internal/ingest/otlp"
 )
 
-var sampleFile = filepath.Join("..", "..", "..", "..", "shared", "testdata", "otlp", "opentelemetry-proto_examples_logs.json")
+var sampleFile = filepath.Join("..", "..", "..", "testdata", "samples", "otlp", "opentelemetry-proto_examples_logs.json")
 
 func readSample(tb testing.TB) []byte {
 	tb.Helper()
