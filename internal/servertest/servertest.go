@@ -1,0 +1,147 @@
+// Package servertest starts a real trail server for tests: a fresh log in
+// a temporary directory, the PKI, and the API on TLS over 127.0.0.1, wired
+// as trail serve wires them. It is for tests only.
+package servertest
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/trailaudit/trail/event"
+	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/server"
+	"github.com/trailaudit/trail/internal/storage/fs"
+	"github.com/trailaudit/trail/internal/tlsconf"
+)
+
+// Options configures Start. The zero value is a plain server.
+type Options struct {
+	// Register adds endpoints (a producer adapter's) to the server.
+	Register func(*server.Server)
+	// Wrap, if not nil, wraps the server's handler, for injecting faults.
+	Wrap func(http.Handler) http.Handler
+	// Logger receives the server's log lines. Default: discard.
+	Logger *slog.Logger
+}
+
+// Server is a running test server, stopped when the test ends.
+type Server struct {
+	URL    string
+	Dir    string
+	Log    *ledger.Log
+	PKI    *tlsconf.PKI
+	Server *server.Server
+}
+
+// Start starts a server for the test tb.
+func Start(tb testing.TB, opts Options) *Server {
+	tb.Helper()
+	dir := tb.TempDir()
+	keys, err := ledger.LoadOrCreateKeys(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	store, err := fs.Open(dir, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l, err := ledger.Open(context.Background(), ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, CheckpointInterval: -1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pki, err := tlsconf.OpenPKI(tlsconf.PKIConfig{Dir: filepath.Join(dir, "pki")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	srv, err := server.New(server.Config{Log: l, LogDir: filepath.Join(dir, "log"), ClientCAs: pki.CAPool(), Logger: logger})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if opts.Register != nil {
+		opts.Register(srv)
+	}
+	tc, err := tlsconf.ServerConfig(tlsconf.Intermediate, tlsconf.StaticCertificate{Certificate: pki.ServerCertificate()}, pki.CAPool())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var h http.Handler = srv
+	if opts.Wrap != nil {
+		h = opts.Wrap(h)
+	}
+	hs := server.NewHTTPServer("", h, server.TLSConfig(tc), logger)
+	done := make(chan error, 1)
+	go func() { done <- hs.ServeTLS(ln, "", "") }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := hs.Shutdown(ctx); err != nil {
+			tb.Errorf("Shutdown: %v", err)
+		}
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+			tb.Errorf("ServeTLS = %v", err)
+		}
+		if err := l.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return &Server{URL: "https://" + ln.Addr().String(), Dir: dir, Log: l, PKI: pki, Server: srv}
+}
+
+// Certificate issues a client certificate for name with role.
+func (s *Server) Certificate(tb testing.TB, name string, role tlsconf.Role) tls.Certificate {
+	tb.Helper()
+	certPEM, keyPEM, err := s.PKI.IssueClient(name, role)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cert
+}
+
+// Client returns an HTTP/2 client presenting a certificate for name with
+// role.
+func (s *Server) Client(tb testing.TB, name string, role tlsconf.Role) *http.Client {
+	tb.Helper()
+	cert := s.Certificate(tb, name, role)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.PKI.CAPool(), Certificates: []tls.Certificate{cert}}, ForceAttemptHTTP2: true}
+	tb.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: time.Minute}
+}
+
+// Entries decodes every entry of the log.
+func (s *Server) Entries(tb testing.TB) []event.Envelope {
+	tb.Helper()
+	leaves, err := s.Log.ReadEntries(context.Background(), 0, s.Log.Size())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := make([]event.Envelope, len(leaves))
+	for i, leaf := range leaves {
+		body, err := s.Log.Body(context.Background(), leaf)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if out[i], err = event.DecodeLeaf(body); err != nil {
+			tb.Fatalf("entry %d: %v", i, err)
+		}
+	}
+	return out
+}
