@@ -77,13 +77,12 @@ func osUser() string {
 // recordViaServer appends ev through the running server of dataDir, as
 // the admin client.
 func recordViaServer(ctx context.Context, dataDir string, ev event.Event) (int64, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, serveInfoFile))
+	info, err := readServeInfo(dataDir)
+	if err == nil && info == nil {
+		err = fmt.Errorf("%s is missing", serveInfoFile)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("the log is in use but no server is listening for it (%v)", err)
-	}
-	var info serveInfo
-	if err := json.Unmarshal(b, &info); err != nil {
-		return 0, fmt.Errorf("bad %s: %w", serveInfoFile, err)
 	}
 	pkiDir := filepath.Join(dataDir, "pki")
 	c, err := client.New(client.Config{
