@@ -62,6 +62,9 @@ func (l *Log) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 	}
 	cp := &Checkpoint{Checkpoint: body, Note: signed}
 	l.latest.Store(cp)
+	if l.onCP != nil {
+		l.onCP(cp)
+	}
 	return cp, nil
 }
 

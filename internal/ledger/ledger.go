@@ -62,6 +62,11 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// Logger receives warnings and errors. Default: discard.
 	Logger *slog.Logger
+	// OnCheckpoint, if not nil, is called with each checkpoint signed from
+	// now on, once it is stored and published, in order, from the goroutine
+	// that signed it. It must return quickly (hand the checkpoint to a
+	// goroutine of its own): checkpoints are not signed while it runs.
+	OnCheckpoint func(*Checkpoint)
 }
 
 // Log is an open log. Its methods are safe for concurrent use.
@@ -72,6 +77,7 @@ type Log struct {
 	origin   string
 	interval time.Duration
 	logger   *slog.Logger
+	onCP     func(*Checkpoint)
 	tiles    tileCache
 
 	// Appends queue on reqs; closeMu orders them against Close.
@@ -117,6 +123,7 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		origin:   opts.Signer.Name(),
 		interval: opts.CheckpointInterval,
 		logger:   opts.Logger,
+		onCP:     opts.OnCheckpoint,
 		tiles:    tileCache{max: 4096},
 		reqs:     make(chan *request, 1024),
 		writes:   make(chan written, 64),

@@ -147,8 +147,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	readers := []tlsconf.Role{tlsconf.RoleReader, tlsconf.RoleAuditor, tlsconf.RoleAdmin}
-	writers := []tlsconf.Role{tlsconf.RoleWriter, tlsconf.RoleAdmin}
+	readers, writers := Readers, Writers
 	tiles := func(h http.HandlerFunc) http.Handler {
 		if cfg.PublicRead {
 			return h
@@ -190,8 +189,24 @@ func (s *Server) route(pattern string, h http.Handler) {
 // authenticated writer (Identity(r) names it) within the server's limits,
 // and appends with Ingest. Call it before serving.
 func (s *Server) HandleIngest(pattern string, h http.HandlerFunc) {
-	s.route(pattern, s.require([]tlsconf.Role{tlsconf.RoleWriter, tlsconf.RoleAdmin}, h))
+	s.route(pattern, s.require(Writers, h))
 }
+
+// Handle serves h at pattern, such as "GET /v1/search", for the given
+// roles: h runs only for an authenticated identity with one of them
+// (Identity(r) names it), within the server's rate limit, and its requests
+// are counted. Call it before serving.
+func (s *Server) Handle(pattern string, roles []tlsconf.Role, h http.HandlerFunc) {
+	s.route(pattern, s.require(roles, h))
+}
+
+// Role sets for Handle.
+var (
+	Readers  = []tlsconf.Role{tlsconf.RoleReader, tlsconf.RoleAuditor, tlsconf.RoleAdmin}
+	Auditors = []tlsconf.Role{tlsconf.RoleAuditor, tlsconf.RoleAdmin}
+	Writers  = []tlsconf.Role{tlsconf.RoleWriter, tlsconf.RoleAdmin}
+	Admins   = []tlsconf.Role{tlsconf.RoleAdmin}
+)
 
 // allow applies the per-identity rate limit.
 func (s *Server) allow(id tlsconf.Identity) bool {
