@@ -76,6 +76,38 @@ type serveConfig struct {
 		// remember their keys across a restart. Default 100000.
 		Scan int64 `yaml:"scan"`
 	} `yaml:"idempotency"`
+	// SelfCheck is continuous self-verification (docs/tamper.md): new
+	// data is checked as checkpoints cover it, and the whole log is
+	// re-verified every Every, reading at most Rate bytes per second.
+	SelfCheck struct {
+		// Every is the time between sweeps of the whole log. Default 1h.
+		Every time.Duration `yaml:"every"`
+		// Rate bounds a sweep's reads, in bytes per second. Default
+		// 134217728 (128 MiB/s); -1 is unbounded.
+		Rate int64 `yaml:"rate"`
+		// Off disables self-verification. Default false.
+		Off bool `yaml:"off"`
+	} `yaml:"self_check"`
+	// Alerts are where alerts go besides the log line, the metrics,
+	// /healthz and the log itself (docs/alerts.md).
+	Alerts struct {
+		Webhooks []alertWebhook `yaml:"webhooks"`
+		// Repeat is how long an alert already sent is not sent again.
+		// Default 1h.
+		Repeat time.Duration `yaml:"repeat"`
+	} `yaml:"alerts"`
+}
+
+// alertWebhook is one webhook receiver of alerts.
+type alertWebhook struct {
+	// URL is the receiver, https only.
+	URL string `yaml:"url"`
+	// SecretFile holds the HMAC-SHA256 key that signs each request
+	// (X-Trail-Signature). Required; keep it 0600.
+	SecretFile string `yaml:"secret_file"`
+	// CAFile, if set, is the PEM CA bundle that verifies the receiver,
+	// instead of the system roots.
+	CAFile string `yaml:"ca_file"`
 }
 
 var unknownKeyRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
@@ -145,6 +177,20 @@ func (c *serveConfig) check(path string) error {
 		return bad("limits.rate_burst must not be negative")
 	case c.Idempotency.Keys < 0:
 		return bad("idempotency.keys must not be negative")
+	case c.SelfCheck.Every < 0:
+		return bad("self_check.every must not be negative")
+	case c.SelfCheck.Rate < -1:
+		return bad("self_check.rate must be a positive number of bytes per second, or -1 for unbounded")
+	case c.Alerts.Repeat < 0:
+		return bad("alerts.repeat must not be negative")
+	}
+	for i, w := range c.Alerts.Webhooks {
+		if !strings.HasPrefix(w.URL, "https://") {
+			return bad("alerts.webhooks[%d].url must be an https:// URL, not %q", i, w.URL)
+		}
+		if w.SecretFile == "" {
+			return bad("alerts.webhooks[%d].secret_file is required: receivers check each alert's HMAC signature", i)
+		}
 	}
 	return nil
 }

@@ -57,7 +57,8 @@ func (s *lockedBuffer) String() string {
 
 // startProcServer starts trail serve on the data directory dir, on a free port
 // of 127.0.0.1, and returns once it listens: when its serve.json names it.
-func startProcServer(t *testing.T, dir string) *procServer {
+// Flags in extra come after (and so override) the defaults.
+func startProcServer(t *testing.T, dir string, extra ...string) *procServer {
 	t.Helper()
 	trail, err := exec.LookPath("trail")
 	if err != nil {
@@ -66,7 +67,7 @@ func startProcServer(t *testing.T, dir string) *procServer {
 	info := filepath.Join(dir, serveInfoFile)
 	os.Remove(info) // a killed server leaves its own behind
 	p := &procServer{out: new(lockedBuffer), done: make(chan struct{})}
-	p.cmd = exec.Command(trail, "serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "off", "-syslog-listen", "off")
+	p.cmd = exec.Command(trail, append([]string{"serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "off", "-syslog-listen", "off"}, extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -201,6 +201,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	scfg.ClientCAs = pki.CAPool()
 	scfg.Revoked = revoked.Revoked // trail cert revoke, without a restart
 	scfg.Tokens = tokens
+	var wt *watch // set before serving; /healthz lists its critical alerts
+	scfg.Health = func() []string { return wt.health() }
 	srv, err := server.New(scfg)
 	if err != nil {
 		return errors.Join(err, l.Close())
@@ -242,6 +244,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return errors.Join(fmt.Errorf("syslog listener: %w", err), l.Close())
 		}
 	}
+	// Self-verification and alerts (docs/tamper.md, docs/alerts.md).
+	am, err := newAlerts(&cfg, srv, l.Origin(), logger)
+	if err == nil {
+		wt, err = startWatch(&cfg, am, store, l, keys, logger)
+	}
+	if err != nil {
+		ln.Close()
+		if opsLn != nil {
+			opsLn.Close()
+		}
+		if syslogLn != nil {
+			syslogLn.Shutdown(context.Background())
+		}
+		return errors.Join(err, l.Close())
+	}
 	started := map[string]any{"listen": ln.Addr().String(), "profile": cfg.TLS.Profile, "version": version(), "log_size": l.Size()}
 	if syslogLn != nil {
 		started["syslog_listen"] = syslogLn.Addr().String()
@@ -254,6 +271,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if syslogLn != nil {
 			syslogLn.Shutdown(context.Background())
 		}
+		wt.stop()
 		return errors.Join(err, l.Close())
 	}
 
@@ -314,6 +332,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cancel()
 	err = errors.Join(err, serr)
+	// The checks read the store, which closes with the log; alerts
+	// append to the log.
+	wt.stop()
 	stopped := map[string]any{"log_size": l.Size()}
 	if _, aerr := srv.Audit(context.Background(), tlsconf.Identity{}, "trail.server.stop", event.Resource{Type: "trail.server", ID: l.Origin()}, stopped); aerr != nil {
 		err = errors.Join(err, aerr)

@@ -65,6 +65,10 @@ type Config struct {
 	// Note), which the follower checks as it appears. Default: the newest
 	// in Store.Checkpoints, read again at every poll.
 	Latest func() []byte
+	// Published, if not nil, reads the checkpoint the log publishes to
+	// readers (the data directory's log/checkpoint); the follower checks
+	// its signature at every poll.
+	Published func() ([]byte, error)
 	// Report receives each damage found. Required. It is called from the
 	// checking goroutine and should not block for long.
 	Report func(*Damage)
@@ -158,7 +162,14 @@ func (c *Checker) follow() {
 	w := newWalker(c.cfg.Store, c.cfg.Verifier, c.cfg.Rate)
 	t := time.NewTicker(c.cfg.Poll)
 	defer t.Stop()
+	publishedBad := false
 	for {
+		if c.cfg.Published != nil && !publishedBad {
+			if d := c.checkPublished(w); d != nil {
+				publishedBad = true
+				c.report(d)
+			}
+		}
 		cps, err := c.latest(ctx, w)
 		if err == nil && len(cps) > 0 && cps[0].size > w.size {
 			err = w.walk(ctx, cps, func(n int64) {
@@ -188,6 +199,24 @@ func (c *Checker) follow() {
 			return
 		}
 	}
+}
+
+// checkPublished checks the signature of the published checkpoint.
+func (c *Checker) checkPublished(w *walker) *Damage {
+	const where = "log/checkpoint (the published checkpoint)"
+	b, err := c.cfg.Published()
+	if err != nil {
+		return &Damage{Where: where, What: "unreadable: " + err.Error(), Index: -1}
+	}
+	cp, err := w.open(b, where, 0)
+	if err != nil {
+		d, _ := err.(*Damage)
+		return d
+	}
+	if s := c.cfg.Store.Size(); cp.size > s {
+		return &Damage{Where: where, What: fmt.Sprintf("signs %d entries, but the log holds %d", cp.size, s), Index: s}
+	}
+	return nil
 }
 
 // latest returns the newest checkpoint, verified.

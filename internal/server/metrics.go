@@ -77,11 +77,19 @@ func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
 
 // OpsHandler serves the operations endpoints, for a listener of their own:
 //
-//	GET /healthz   200 "ok" while the server runs; no data
+//	GET /healthz   200 "ok" while the server is healthy; 503 with a JSON
+//	               body {"status": "unhealthy", "problems": [...]} while
+//	               Config.Health lists problems (an alert was raised)
 //	GET /metrics   Prometheus metrics
 func (s *Server) OpsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Health != nil {
+			if problems := s.cfg.Health(); len(problems) > 0 {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "problems": problems})
+				return
+			}
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
 	})

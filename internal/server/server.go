@@ -94,6 +94,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock that stamps Envelope.Received. Default: time.Now.
 	Now func() time.Time
+	// Health, if not nil, lists what makes the server unhealthy (critical
+	// alerts: damage found in the log, say), one line each; while it lists
+	// anything, /healthz answers 503 with them. Reads keep being served, so
+	// the damage can be examined.
+	Health func() []string
 }
 
 // Server serves the API. It is an http.Handler, safe for concurrent use.
