@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -109,6 +110,7 @@ type Server struct {
 	dedup   *dedup
 	metrics *metrics
 	mux     *http.ServeMux
+	methods map[string][]string // the methods routed on each path, for 405s
 
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter
@@ -176,16 +178,25 @@ func New(cfg Config) (*Server, error) {
 
 // route serves h at pattern ("METHOD /path"), counting its requests; other
 // methods on the path get a JSON 405 rather than the mux's text.
+// A path may be routed for several methods (POST and GET /v1/events).
 func (s *Server) route(pattern string, h http.Handler) {
 	s.mux.Handle(pattern, s.counted(pattern, h))
 	method, path, _ := strings.Cut(pattern, " ")
+	if s.methods == nil {
+		s.methods = map[string][]string{}
+	}
+	s.methods[path] = append(s.methods[path], method)
+	if len(s.methods[path]) > 1 {
+		return // the 405 handler below is registered, and reads the list
+	}
 	s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-		allow := method
-		if method == "GET" {
-			allow = "GET, HEAD"
+		methods := s.methods[path]
+		allow := strings.Join(methods, ", ")
+		if slices.Contains(methods, "GET") && !slices.Contains(methods, "HEAD") {
+			allow += ", HEAD"
 		}
 		w.Header().Set("Allow", allow)
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, path, method))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s: use %s", r.Method, path, strings.Join(methods, " or ")))
 	})
 }
 
