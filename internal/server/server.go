@@ -100,6 +100,12 @@ type Config struct {
 	// anything, /healthz answers 503 with them. Reads keep being served, so
 	// the damage can be examined.
 	Health func() []string
+	// Checkpoint, if not nil, gives the checkpoint GET /checkpoint serves
+	// instead of <LogDir>/checkpoint: the newest one with its witnesses'
+	// cosignatures (internal/witness). While it returns nil (no
+	// checkpoint has reached the witness quorum yet), /checkpoint answers
+	// 503.
+	Checkpoint func() []byte
 }
 
 // Server serves the API. It is an http.Handler, safe for concurrent use.

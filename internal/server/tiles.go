@@ -10,8 +10,21 @@ import (
 	"github.com/trailaudit/trail/internal/c2sp"
 )
 
-// getCheckpoint serves <LogDir>/checkpoint, the newest signed checkpoint.
+// getCheckpoint serves <LogDir>/checkpoint, the newest signed checkpoint,
+// or Config.Checkpoint's.
 func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Checkpoint != nil {
+		b := s.cfg.Checkpoint()
+		if b == nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "no checkpoint has reached the witness quorum yet")
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Write(b)
+		return
+	}
 	s.serveFile(w, "checkpoint", "text/plain; charset=utf-8", "no-cache")
 }
 
