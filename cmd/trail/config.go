@@ -96,6 +96,13 @@ type serveConfig struct {
 		// Default 1h.
 		Repeat time.Duration `yaml:"repeat"`
 	} `yaml:"alerts"`
+	// Witnesses are C2SP tlog-witness witnesses that each new checkpoint
+	// is sent to for cosigning (docs/witness.md). Default none.
+	Witnesses []witnessConfig `yaml:"witnesses"`
+	// WitnessQuorum is how many witnesses must cosign a checkpoint before
+	// /checkpoint serves it. Default 0: each checkpoint is served at once,
+	// with the cosignatures it has.
+	WitnessQuorum int `yaml:"witness_quorum"`
 }
 
 // alertWebhook is one webhook receiver of alerts.
@@ -191,6 +198,9 @@ func (c *serveConfig) check(path string) error {
 		if w.SecretFile == "" {
 			return bad("alerts.webhooks[%d].secret_file is required: receivers check each alert's HMAC signature", i)
 		}
+	}
+	if err := c.checkWitnesses(); err != nil {
+		return bad("%v", err)
 	}
 	return nil
 }

@@ -191,16 +191,36 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	l, err := ledger.Open(ctx, ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, Logger: logger, CheckpointInterval: cfg.CheckpointInterval})
+	// Each new checkpoint goes to whoever wants it: witnesses (docs/witness.md).
+	// Every hook must return at once; checkpoints are not signed meanwhile.
+	witnesses, err := newWitnessSender(&cfg, data, keys, logger)
 	if err != nil {
 		store.Close()
 		return err
+	}
+	onCheckpoint := func(cp *ledger.Checkpoint) {
+		if witnesses != nil {
+			witnesses.Offer(cp)
+		}
+	}
+	l, err := ledger.Open(ctx, ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, OnCheckpoint: onCheckpoint})
+	if err != nil {
+		store.Close()
+		return err
+	}
+	if witnesses != nil {
+		witnesses.Offer(l.Latest()) // the newest, if the log did not grow at open
+		witnesses.Start(l)
+		defer witnesses.Close() // at return, after l.Close; the last checkpoint is offered again at the next start
 	}
 	scfg := cfg.serverConfig()
 	scfg.Log, scfg.LogDir, scfg.Logger = l, filepath.Join(data, "log"), logger
 	scfg.ClientCAs = pki.CAPool()
 	scfg.Revoked = revoked.Revoked // trail cert revoke, without a restart
 	scfg.Tokens = tokens
+	if witnesses != nil {
+		scfg.Checkpoint = witnesses.Checkpoint
+	}
 	var wt *watch // set before serving; /healthz lists its critical alerts
 	scfg.Health = func() []string { return wt.health() }
 	srv, err := server.New(scfg)
@@ -208,6 +228,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.Join(err, l.Close())
 	}
 	registerCertExpiry(srv, certs)
+	if witnesses != nil {
+		srv.Registry().MustRegister(witnesses.Collectors()...)
+	}
 	// The producers' own protocols, beside the native API (docs/producers).
 	k8s.Register(srv, logger)
 	otlp.Register(srv, logger)
