@@ -253,6 +253,12 @@ func (s *Stamper) stampWithRetry(p pending) bool {
 			return false
 		}
 		backoff = min(2*backoff, s.cfg.MaxBackoff)
+		s.mu.Lock()
+		dropped := len(s.queue) == 0 || s.queue[0].size != p.size
+		s.mu.Unlock()
+		if dropped { // from a full queue while it waited
+			return true
+		}
 	}
 }
 
