@@ -540,7 +540,9 @@ func signatureAlgorithm(digest, sig asn1.ObjectIdentifier) (x509.SignatureAlgori
 func unmarshalAll(der []byte, v any, what string) error {
 	rest, err := asn1.Unmarshal(der, v)
 	if err != nil {
-		return fmt.Errorf("malformed %s: %w", what, err)
+		// encoding/asn1 appends a dump of its field parameters: noise.
+		msg, _, _ := strings.Cut(err.Error(), " {optional:")
+		return fmt.Errorf("malformed %s: %s", what, msg)
 	}
 	if len(rest) > 0 {
 		return fmt.Errorf("malformed %s: %d bytes after it", what, len(rest))

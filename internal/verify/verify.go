@@ -39,6 +39,10 @@ type Options struct {
 	// Workers is the number of goroutines that read and hash entries.
 	// Default: GOMAXPROCS.
 	Workers int
+	// TSACAFile is a PEM file of the RFC 3161 time-stamping authorities'
+	// CAs that the stored time-stamps must chain to. Default: none, and
+	// the chains are not checked (Report.Time.ChainChecked is false).
+	TSACAFile string
 }
 
 // Progress reports how far a verification has come.
@@ -72,6 +76,8 @@ type Report struct {
 	// Warnings are findings that do not fail verification, such as
 	// unexpected files.
 	Warnings []string
+	// Time is what the checkpoints' RFC 3161 time-stamps say.
+	Time TimeEvidence
 }
 
 // Failure is a failed verification: stored data that differs from what was
@@ -157,6 +163,9 @@ func (v *verifier) run(ctx context.Context) error {
 		return err
 	}
 	if err := v.checkCoverage(); err != nil {
+		return err
+	}
+	if err := v.checkTimestamps(); err != nil {
 		return err
 	}
 	newest := v.cps[len(v.cps)-1]
