@@ -118,6 +118,14 @@ type Config struct {
 	// MaxRetryWait bounds one wait between retries; a server that asks for a
 	// longer one gets its *Error returned instead. Default DefaultMaxRetryWait.
 	MaxRetryWait time.Duration
+
+	// Witnesses are the verifier keys of the witnesses whose cosignatures
+	// the client trusts (C2SP tlog-cosignature/v1 Ed25519 keys, as "trail
+	// witness key" prints them), and WitnessQuorum how many of them must
+	// have cosigned a checkpoint for Checkpoint and UpdateTrusted to accept
+	// it. Default quorum: all of Witnesses. See witness.go.
+	Witnesses     []string
+	WitnessQuorum int
 }
 
 // Client talks to one trail server. It is safe for concurrent use.
@@ -128,6 +136,7 @@ type Client struct {
 	verifier note.Verifier // nil without Config.VerifierKey
 	retries  int
 	maxWait  time.Duration
+	policy   witnessPolicy
 	// sleep waits between retries; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
 }
@@ -162,6 +171,9 @@ func New(cfg Config) (*Client, error) {
 		if c.verifier, err = note.NewVerifier(strings.TrimSpace(cfg.VerifierKey)); err != nil {
 			return nil, fmt.Errorf("bad verifier key: %w", err)
 		}
+	}
+	if c.policy, err = newWitnessPolicy(cfg.Witnesses, cfg.WitnessQuorum); err != nil {
+		return nil, err
 	}
 	if cfg.HTTPClient != nil {
 		if cfg.CAFile != "" || cfg.RootCAs != nil || cfg.CertFile != "" || cfg.KeyFile != "" || cfg.Certificate != nil {

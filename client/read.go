@@ -37,6 +37,9 @@ type Checkpoint struct {
 	// Note is the signed note as the server sent it, signatures included:
 	// the evidence to show anyone who has the verifier key.
 	Note []byte
+	// Cosignatures are the verified cosignatures of Config.Witnesses on
+	// the checkpoint, when Checkpoint fetched it.
+	Cosignatures []Cosignature
 }
 
 // String returns "<origin> size <N> root <base64 hash>".
@@ -87,7 +90,14 @@ func (c *Client) Checkpoint(ctx context.Context) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	return c.verifyCheckpoint(b)
+	cp, err := c.verifyCheckpoint(b)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	if err := c.policy.check(&cp); err != nil {
+		return Checkpoint{}, err
+	}
+	return cp, nil
 }
 
 // Entry is one entry of the log, verified: its leaf is in the tree of its
