@@ -1,0 +1,145 @@
+package index
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/trailaudit/trail/event"
+	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/server"
+)
+
+// Register serves GET /v1/events (the search) on srv for the auditor and
+// admin roles, from ix over the log l.
+func Register(srv *server.Server, l *ledger.Log, ix *Index, logger *slog.Logger) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{srv: srv, log: l, ix: ix, logger: logger, now: time.Now}
+	srv.Handle("GET /v1/events", server.Auditors, h.search)
+}
+
+type handler struct {
+	srv    *server.Server
+	log    *ledger.Log
+	ix     *Index
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+// result is one entry of a search reply.
+type result struct {
+	Index int64           `json:"index"`
+	Leaf  json.RawMessage `json:"leaf"`
+	// Body is the entry of a large-entry reference leaf.
+	Body           json.RawMessage `json:"body,omitempty"`
+	InclusionProof []string        `json:"inclusion_proof"`
+}
+
+type reply struct {
+	Checkpoint string   `json:"checkpoint"`
+	Indexed    int64    `json:"indexed"`
+	Results    []result `json:"results"`
+	NextCursor string   `json:"next_cursor,omitempty"`
+}
+
+// search answers one page of a search: the entries as the log stores them,
+// each with its inclusion proof against the one signed checkpoint of the
+// reply. The search is recorded in the log before it is answered.
+func (h *handler) search(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	values := r.URL.Query()
+	q, err := ParseQuery(values, h.now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	details := map[string]any{}
+	for k := range values {
+		details[k] = values.Get(k)
+	}
+	if _, err := h.srv.Audit(ctx, server.Identity(r), "trail.search", event.Resource{Type: "trail.index"}, map[string]any{"query": details}); err != nil {
+		h.unavailable(w, "couldn't record the search in the log", err)
+		return
+	}
+	cp := h.log.Latest()
+	if indexed := h.ix.Next(); cp == nil || cp.Size < indexed {
+		if cp, err = h.log.Checkpoint(ctx); err != nil {
+			h.unavailable(w, "couldn't sign a checkpoint", err)
+			return
+		}
+	}
+	out := reply{Checkpoint: string(cp.Note), Indexed: h.ix.Next(), Results: []result{}}
+	idxs, more, err := h.ix.Search(ctx, q, cp.Size)
+	if err != nil {
+		h.unavailable(w, "couldn't search the index", err)
+		return
+	}
+	for _, i := range idxs {
+		res, err := h.entry(ctx, i, cp.Size)
+		if err != nil {
+			h.unavailable(w, fmt.Sprintf("couldn't read entry %d", i), err)
+			return
+		}
+		out.Results = append(out.Results, res)
+	}
+	if more && len(idxs) > 0 {
+		out.NextCursor = q.cursor(idxs[len(idxs)-1])
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// entry reads entry i from the log, never from the index, and proves it in
+// the tree of the given size.
+func (h *handler) entry(ctx context.Context, i, size int64) (result, error) {
+	leaf, err := h.log.ReadEntry(ctx, i)
+	if err != nil {
+		return result{}, err
+	}
+	res := result{Index: i, Leaf: leaf}
+	if _, large, _ := ledger.ParseLargeRef(leaf); large {
+		if res.Body, err = h.log.Body(ctx, leaf); err != nil {
+			return result{}, err
+		}
+	}
+	if !json.Valid(leaf) || res.Body != nil && !json.Valid(res.Body) {
+		return result{}, errors.New("the entry is not JSON")
+	}
+	proof, err := h.log.ProveInclusion(ctx, i, size)
+	if err != nil {
+		return result{}, err
+	}
+	res.InclusionProof = make([]string, len(proof))
+	for j, p := range proof {
+		res.InclusionProof[j] = base64.StdEncoding.EncodeToString(p[:])
+	}
+	return res, nil
+}
+
+// unavailable logs err and answers 503: the log or the index failed, and
+// may recover.
+func (h *handler) unavailable(w http.ResponseWriter, what string, err error) {
+	h.logger.Error(what, "err", err)
+	writeError(w, http.StatusServiceUnavailable, what)
+}
+
+// writeJSON and writeError answer as the server's own handlers do.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // leaves pass through as they are hashed
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, struct {
+		Error string `json:"error"`
+	}{msg})
+}
