@@ -103,6 +103,9 @@ type serveConfig struct {
 	// /checkpoint serves it. Default 0: each checkpoint is served at once,
 	// with the cosignatures it has.
 	WitnessQuorum int `yaml:"witness_quorum"`
+	// Timestamp has each new checkpoint time-stamped by an RFC 3161
+	// time-stamping authority (docs/timestamps.md). Default: off.
+	Timestamp timestampConfig `yaml:"timestamp"`
 }
 
 // alertWebhook is one webhook receiver of alerts.
@@ -164,6 +167,9 @@ func (c *serveConfig) check(path string) error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return bad("tls.cert_file and tls.key_file go together: give both or neither")
+	}
+	if err := c.Timestamp.check(); err != nil {
+		return bad("%v", err)
 	}
 	switch {
 	case c.Data == "":

@@ -67,6 +67,10 @@ const (
 // signal.
 const shutdownTimeout = 30 * time.Second
 
+// stamperCloseTimeout bounds how long a stop waits to time-stamp the last
+// checkpoints; what is left is stamped at the next start.
+const stamperCloseTimeout = 10 * time.Second
+
 func init() { commands["serve"] = runServe }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -198,9 +202,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		store.Close()
 		return err
 	}
+	stamper, err := newStamper(&cfg.Timestamp, data, logger) // RFC 3161 time evidence (docs/timestamps.md)
+	if err != nil {
+		store.Close()
+		return err
+	}
 	onCheckpoint := func(cp *ledger.Checkpoint) {
 		if witnesses != nil {
 			witnesses.Offer(cp)
+		}
+		if stamper != nil {
+			stamper.Add(cp.Size, cp.Note)
 		}
 	}
 	l, err := ledger.Open(ctx, ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, OnCheckpoint: onCheckpoint})
@@ -212,6 +224,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		witnesses.Offer(l.Latest()) // the newest, if the log did not grow at open
 		witnesses.Start(l)
 		defer witnesses.Close() // at return, after l.Close; the last checkpoint is offered again at the next start
+	}
+	if stamper != nil {
+		if cp := l.Latest(); cp != nil {
+			stamper.Add(cp.Size, cp.Note) // skipped if stamped before the last stop
+		}
+		stamper.Start()
+		defer func() { // after l.Close, whose last checkpoint it tries to stamp
+			ctx, cancel := context.WithTimeout(context.Background(), stamperCloseTimeout)
+			defer cancel()
+			stamper.Close(ctx)
+		}()
 	}
 	scfg := cfg.serverConfig()
 	scfg.Log, scfg.LogDir, scfg.Logger = l, filepath.Join(data, "log"), logger
@@ -230,6 +253,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	registerCertExpiry(srv, certs)
 	if witnesses != nil {
 		srv.Registry().MustRegister(witnesses.Collectors()...)
+	}
+	if stamper != nil {
+		if err := stamper.Register(srv.Registry()); err != nil {
+			return errors.Join(err, l.Close())
+		}
 	}
 	// The producers' own protocols, beside the native API (docs/producers).
 	k8s.Register(srv, logger)
