@@ -82,7 +82,9 @@ func Export(ctx context.Context, src Source, w io.Writer, opts ExportOptions) (*
 		}
 		switch {
 		case from < 0:
-			return nil, fmt.Errorf("%w: -from %d: indexes start at 0", ErrRange, from)
+			return nil, fmt.Errorf("%w: from %d: indexes start at 0", ErrRange, from)
+		case from >= cp.Size:
+			return nil, fmt.Errorf("%w: entry %d is not in the newest checkpoint, which holds entries 0 to %d", ErrRange, from, cp.Size-1)
 		case to >= cp.Size:
 			return nil, fmt.Errorf("%w: entry %d is not in the newest checkpoint, which holds entries 0 to %d", ErrRange, to, cp.Size-1)
 		case from > to:

@@ -3,6 +3,7 @@ package bundle
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -24,7 +25,8 @@ type Receipt struct {
 	Index int64
 	// Leaf is the entry as the log hashed it.
 	Leaf []byte
-	// Body is the body of a large entry (Leaf is its reference), or nil.
+	// Body is the body of a large entry (Leaf is its reference), or nil
+	// if there is none or the source cannot serve it.
 	Body       []byte
 	Origin     string
 	TreeSize   int64
@@ -79,7 +81,11 @@ func MakeReceipt(ctx context.Context, src Source, verifierKey string, index int6
 		return nil, fmt.Errorf("entry %d: %w", index, err)
 	}
 	if isRef {
-		if r.Body, err = src.ReadLarge(ctx, ref.SHA256); err != nil {
+		r.Body, err = src.ReadLarge(ctx, ref.SHA256)
+		if errors.Is(err, ErrNoLargeBodies) {
+			return r, nil // the receipt proves the reference; the body stays out
+		}
+		if err != nil {
 			return nil, fmt.Errorf("the body of large entry %d: %w", index, err)
 		}
 		if err := checkBody(ref, r.Body); err != nil {
