@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/trailaudit/trail/client"
 	"github.com/trailaudit/trail/internal/durable"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/server"
@@ -294,38 +297,61 @@ func indent(s string) string {
 }
 
 func runWitnessConfig(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("witness config", stderr, `Usage: trail witness config [-data WDIR]
+	fs := newFlagSet("witness config", stderr, `Usage: trail witness config [-data WDIR] [-quorum N] [-wait D]
 
 Prints, while the witness runs, the block to add to a log's serve
 configuration file so that the log sends it its checkpoints. Add cert_file
 and key_file if the log should present another client certificate than its
-admin one, and witness_quorum to require cosignatures before publishing.
+admin one. With -quorum it adds witness_quorum: N, so that the log serves
+only checkpoints with N cosignatures.
 
 Flags:
 `)
 	dir := fs.String("data", "trail-witness", "the witness `directory`")
+	quorum := fs.Int("quorum", 0, "add witness_quorum: `N` to the block")
+	wait := fs.Duration("wait", 0, "wait up to `D` for the witness to start (for provisioning scripts)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	b, err := os.ReadFile(filepath.Join(*dir, witnessInfoFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no witness running from %s (no %s)", *dir, witnessInfoFile)
-	}
-	if err != nil {
-		return err
-	}
 	var info witnessInfo
-	if err := json.Unmarshal(b, &info); err != nil {
-		return fmt.Errorf("%s: %v", witnessInfoFile, err)
+	for deadline := time.Now().Add(*wait); ; time.Sleep(50 * time.Millisecond) {
+		b, err := os.ReadFile(filepath.Join(*dir, witnessInfoFile))
+		if err == nil {
+			err = json.Unmarshal(b, &info)
+		}
+		if err == nil && !processAlive(info.PID) {
+			err = fmt.Errorf("%s names process %d, which is gone", witnessInfoFile, info.PID)
+		}
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("no witness running from %s (no %s)", *dir, witnessInfoFile)
+			}
+			return err
+		}
 	}
-	out, err := yaml.Marshal(map[string]any{"witnesses": []witnessConfig{{
-		Name: strings.SplitN(info.VerifierKey, "+", 2)[0], URL: info.URL, Key: info.VerifierKey, CAFile: info.CAFile,
-	}}})
+	conf := struct {
+		Witnesses []witnessConfig `yaml:"witnesses"`
+		Quorum    int             `yaml:"witness_quorum,omitempty"`
+	}{[]witnessConfig{{Name: strings.SplitN(info.VerifierKey, "+", 2)[0], URL: info.URL, Key: info.VerifierKey, CAFile: info.CAFile}}, *quorum}
+	out, err := yaml.Marshal(conf)
 	if err != nil {
 		return err
 	}
 	stdout.Write(out)
 	return nil
+}
+
+// processAlive reports whether process pid exists.
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || !errors.Is(err, os.ErrProcessDone) && !errors.Is(err, syscall.ESRCH)
 }
 
 // witnessConfig is one entry of serve's witnesses: setting.
@@ -397,4 +423,45 @@ func newWitnessSender(cfg *serveConfig, data string, keys *ledger.Keys, logger *
 		File:        filepath.Join(data, filepath.FromSlash(cosignedCheckpointFile)),
 		Logger:      logger,
 	})
+}
+
+// witnessFlags are verify -server's witness policy flags.
+type witnessFlags struct {
+	keys   stringsFlag
+	quorum *int
+}
+
+func addWitnessFlags(fs *flag.FlagSet) *witnessFlags {
+	wf := &witnessFlags{}
+	fs.Var(&wf.keys, "witness", "with -server, a witness's verifier `key`, or a file holding it, whose cosignatures count (repeatable)")
+	wf.quorum = fs.Int("witness-quorum", 0, "with -server, how many of the -witness keys must have cosigned the checkpoint (default: all)")
+	return wf
+}
+
+// apply sets the witness policy of cfg.
+func (wf *witnessFlags) apply(cfg *client.Config) error {
+	if *wf.quorum != 0 && len(wf.keys) == 0 {
+		return usageError{"-witness-quorum needs -witness keys"}
+	}
+	for _, k := range wf.keys {
+		if b, err := os.ReadFile(k); err == nil {
+			k = strings.TrimSpace(string(b))
+		}
+		if _, err := cosig.NewVerifier(k); err != nil {
+			return usageError{fmt.Sprintf("-witness: %v", err)}
+		}
+		cfg.Witnesses = append(cfg.Witnesses, k)
+	}
+	if *wf.quorum < 0 || *wf.quorum > len(wf.keys) {
+		return usageError{fmt.Sprintf("-witness-quorum %d: must be 1 to the number of -witness keys, %d", *wf.quorum, len(wf.keys))}
+	}
+	cfg.WitnessQuorum = *wf.quorum
+	return nil
+}
+
+// printCosignatures lists the witnesses that cosigned cp.
+func printCosignatures(w io.Writer, cp client.Checkpoint) {
+	for _, c := range cp.Cosignatures {
+		fmt.Fprintf(w, "cosigned by %s at %s\n", c.Witness, c.Time.Format(time.RFC3339))
+	}
 }
