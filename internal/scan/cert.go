@@ -272,7 +272,14 @@ func (s *scanner) certificate(h *handshake) *Certificate {
 
 	c.ChainInOrder = true
 	for i := 0; i+1 < len(certs); i++ {
-		if !bytes.Equal(certs[i].RawIssuer, certs[i+1].RawSubject) || certs[i].CheckSignatureFrom(certs[i+1]) != nil {
+		if !bytes.Equal(certs[i].RawIssuer, certs[i+1].RawSubject) {
+			c.ChainInOrder = false
+			continue
+		}
+		// A SHA-1 or MD5 signature is checked by name only: crypto/x509
+		// refuses to verify it, and it is graded on its own above.
+		err := certs[i].CheckSignatureFrom(certs[i+1])
+		if _, insecure := errors.AsType[x509.InsecureAlgorithmError](err); err != nil && !insecure {
 			c.ChainInOrder = false
 		}
 	}
@@ -290,7 +297,9 @@ func (s *scanner) certificate(h *handshake) *Certificate {
 	if err != nil {
 		c.TrustError = err.Error()
 		var ua x509.UnknownAuthorityError
-		if errors.As(err, &ua) && !isSelfSigned(certs[len(certs)-1]) {
+		// crypto/x509 refuses SHA-1 and MD5 signatures, which it reports
+		// as an unknown authority: no intermediate is missing then.
+		if errors.As(err, &ua) && !isSelfSigned(certs[len(certs)-1]) && c.WeakSignature == "" {
 			c.ChainNote = "the chain does not reach a trusted root: an intermediate may be missing"
 		}
 		return c
@@ -338,8 +347,11 @@ func (s *scanner) roots() (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// isSelfSigned reports whether c is signed by its own key. Not
+// CheckSignatureFrom, which also wants c to be a CA: a self-signed leaf
+// (CA:FALSE, as appliances make them) is self-signed all the same.
 func isSelfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 func certInfo(c *x509.Certificate) CertInfo {

@@ -335,14 +335,23 @@ func grade(r *Report, t Target) Grade {
 	switch {
 	case c == nil && len(anon) < len(all):
 		trust = "T"
-		g.Caps = append(g.Caps, Cap{Max: "T", Reason: "the certificate could not be read"})
+		why := "the certificate could not be read"
+		if r.certErr != "" {
+			why += " (no handshake: " + r.certErr + "; in TLS 1.3 the certificate is sent encrypted)"
+		}
+		g.Caps = append(g.Caps, Cap{Max: "T", Reason: why})
 	case c == nil:
-	case c.TrustError != "" || !c.Trusted:
-		trust = "T"
-		g.Caps = append(g.Caps, Cap{Max: "T", Reason: "the certificate is not trusted: " + c.TrustError})
-	case c.WeakSignature != "":
-		trust = "T"
-		g.Caps = append(g.Caps, Cap{Max: "T", Reason: c.WeakSignature})
+	default:
+		// A weak signature is named on its own: crypto/x509's refusal
+		// to verify it reads as an unknown authority.
+		if c.WeakSignature != "" {
+			trust = "T"
+			g.Caps = append(g.Caps, Cap{Max: "T", Reason: c.WeakSignature})
+		}
+		if c.TrustError != "" || !c.Trusted {
+			trust = "T"
+			g.Caps = append(g.Caps, Cap{Max: "T", Reason: "the certificate is not trusted: " + c.TrustError})
+		}
 	}
 	if c != nil && c.Expired {
 		trust = "T"

@@ -2,7 +2,10 @@ package scan
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"fmt"
 	"slices"
 	"sync"
@@ -343,9 +346,19 @@ func (s *scanner) bestLegacy(accept func(Suite) bool) (uint16, []uint16) {
 }
 
 // tls12Groups offers the accepted ECDHE suites with one curve at a time.
+// In TLS 1.2 the client's curves also bind an ECDSA certificate's curve
+// (RFC 8422, 5.1): a server with only ECDSA suites refuses a hello that
+// leaves its certificate's curve out. So ECDHE_RSA suites are used if the
+// server has any; otherwise the certificate's curve is offered after the
+// probed one, and the ServerKeyExchange says which the server used.
 func (s *scanner) tls12Groups(ctx context.Context) {
 	s.initGroups()
-	v, ecdhe := s.bestLegacy(func(su Suite) bool { return su.Kex == "ECDHE" })
+	v, ecdhe := s.bestLegacy(func(su Suite) bool { return su.Kex == "ECDHE" && su.Auth != "ECDSA" })
+	var certCurve uint16
+	if v == 0 {
+		v, ecdhe = s.bestLegacy(func(su Suite) bool { return su.Kex == "ECDHE" })
+		certCurve = s.certCurve()
+	}
 	if v == 0 {
 		return
 	}
@@ -357,6 +370,9 @@ func (s *scanner) tls12Groups(ctx context.Context) {
 		wg.Go(func() {
 			h := s.hello(v, ecdhe)
 			h.groups = []uint16{g.ID}
+			if certCurve != 0 && certCurve != g.ID {
+				h.groups = append(h.groups, certCurve)
+			}
 			resp, err := s.p.exchange(ctx, h.marshal(), msgServerKeyExchange, false)
 			st := No
 			switch {
@@ -377,6 +393,34 @@ func (s *scanner) tls12Groups(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+}
+
+// certCurve returns the group of the curve of the ECDSA certificate the
+// protocol probes read, or 0.
+func (s *scanner) certCurve() uint16 {
+	s.mu.Lock()
+	der := s.certDER
+	s.mu.Unlock()
+	if len(der) == 0 {
+		return 0
+	}
+	cert, err := x509.ParseCertificate(der[0])
+	if err != nil {
+		return 0
+	}
+	k, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return 0
+	}
+	switch k.Curve {
+	case elliptic.P256():
+		return 0x0017
+	case elliptic.P384():
+		return 0x0018
+	case elliptic.P521():
+		return 0x0019
+	}
+	return 0
 }
 
 // dhParams reads the DHE prime's size from the ServerKeyExchange, offering

@@ -138,6 +138,10 @@ type Report struct {
 	Checks      []Check      `json:"checks"`
 	Grade       Grade        `json:"grade"`
 	Mozilla     []Compliance `json:"mozilla,omitempty"`
+
+	// certErr is why crypto/tls could not handshake, for a report with
+	// no certificate.
+	certErr string
 }
 
 // Protocol is one protocol version and what the server accepts in it.
@@ -273,6 +277,9 @@ func (s *scanner) run(ctx context.Context) {
 		func() { s.checks(ctx) },
 	)
 	s.rep.Certificate = s.certificate(hs)
+	if hs != nil && hs.err != nil {
+		s.rep.certErr = hs.err.Error()
+	}
 	s.rep.HSTS = s.hsts(hs)
 	s.rep.Grade = grade(s.rep, s.t)
 	s.rep.Mozilla = mozilla(s.rep)
