@@ -60,13 +60,24 @@ func (s *lockedBuffer) String() string {
 // Flags in extra come after (and so override) the defaults.
 func startProcServer(t *testing.T, dir string, extra ...string) *procServer {
 	t.Helper()
+	p, refused := launchProcServer(t, dir, extra...)
+	if refused != "" {
+		t.Fatalf("trail serve exited before listening (%v):\n%s", p.cmd.ProcessState, refused)
+	}
+	return p
+}
+
+// launchProcServer is startProcServer, but a server that exits before it
+// listens is not a failure: refused is its output.
+func launchProcServer(t *testing.T, dir string, extra ...string) (p *procServer, refused string) {
+	t.Helper()
 	trail, err := exec.LookPath("trail")
 	if err != nil {
 		t.Fatalf("the test binary is not on $PATH as trail (see TestMain): %v", err)
 	}
 	info := filepath.Join(dir, serveInfoFile)
 	os.Remove(info) // a killed server leaves its own behind
-	p := &procServer{out: new(lockedBuffer), done: make(chan struct{})}
+	p = &procServer{out: new(lockedBuffer), done: make(chan struct{})}
 	p.cmd = exec.Command(trail, append([]string{"serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "off", "-syslog-listen", "off"}, extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -83,11 +94,11 @@ func startProcServer(t *testing.T, dir string, extra ...string) *procServer {
 		var si serveInfo
 		if b, err := os.ReadFile(info); err == nil && json.Unmarshal(b, &si) == nil && si.PID == p.cmd.Process.Pid {
 			p.url = si.URL
-			return p
+			return p, ""
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("trail serve exited before listening (%v):\n%s", p.cmd.ProcessState, p.out)
+			return p, p.out.String()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
