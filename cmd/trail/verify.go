@@ -24,6 +24,8 @@ import (
 )
 
 const verifyHelp = `Usage: trail verify [-data DIR] [-key FILE|VKEY] [-json]
+       trail verify -bundle FILE -key FILE|VKEY [-json]
+       trail verify -receipt FILE -key FILE|VKEY [-json]
        trail verify -server URL [-state FILE|DIR] [-key FILE|VKEY] [-json] [connection flags]
 
 Verifies a data directory offline, as an auditor would: re-hashes every
@@ -53,7 +55,7 @@ than the trusted one (a rollback) or not an extension of it (a fork), it
 prints SECURITY ERROR and both signed checkpoints, leaves the trusted state
 as it was, and exits 1. Without -data or -server, a server running from
 ./trail-data (it writes trail-data/serve.json) is verified this way.
-` + clientHelp + `
+` + verifyHelpEvidence + clientHelp + `
 Examples:
   trail verify -data ./trail-data
   trail verify -data /mnt/snapshot -key auditor/log.vkey
@@ -74,8 +76,13 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cf := addClientFlags(fs, false)
 	cf.data, cf.key = dataFlag, key
 	state := fs.String("state", "", "with -server, the trusted state: a `file`, or a directory of one file per log (default: the user's config directory/trail/trusted)")
+	bundleFile := fs.String("bundle", "", "check the export bundle `FILE` offline (needs -key)")
+	receiptFile := fs.String("receipt", "", "check the receipt `FILE` offline (needs -key)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *bundleFile != "" || *receiptFile != "" {
+		return verifyEvidence(fs, *bundleFile, *receiptFile, *key, *asJSON, stdout, stderr)
 	}
 	if err := cf.check(); err != nil {
 		return err
