@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/trailaudit/trail/internal/tsa"
+	"github.com/trailaudit/trail/internal/verify"
 )
 
 // timestampConfig is the timestamp block of trail serve's configuration:
@@ -87,4 +89,29 @@ func readPool(path, key string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s: no PEM certificate in %s", key, path)
 	}
 	return pool, nil
+}
+
+// jsonTime is the time_evidence of trail verify -json.
+type jsonTime struct {
+	Stamped      int64      `json:"stamped"`
+	First        *time.Time `json:"first,omitempty"`
+	Last         *time.Time `json:"last,omitempty"`
+	LastSize     int64      `json:"last_size"`
+	LastSizeTime *time.Time `json:"last_size_time,omitempty"`
+	ChainChecked bool       `json:"chain_checked"`
+}
+
+// printTimeEvidence prints trail verify's line on the RFC 3161 time-stamps.
+func printTimeEvidence(stdout, stderr io.Writer, tm verify.TimeEvidence, checkpoints int64, caFile string) {
+	if tm.Stamped == 0 {
+		fmt.Fprintf(stdout, "time       no checkpoint of %d is time-stamped\n", checkpoints)
+		return
+	}
+	fmt.Fprintf(stdout, "time       %d of %d checkpoints time-stamped (RFC 3161), from %s to %s; the %d entries of the newest stamped one existed by %s\n",
+		tm.Stamped, checkpoints, tm.First.Format(time.RFC3339), tm.Last.Format(time.RFC3339), tm.LastSize, tm.LastSizeTime.Format(time.RFC3339))
+	if tm.ChainChecked {
+		fmt.Fprintf(stdout, "           every time-stamp is signed by a TSA that %s vouches for\n", caFile)
+	} else {
+		fmt.Fprintf(stderr, "trail: note: the time-stamps' signatures were checked, not who signed them; pass the TSA's CA with -tsa-ca to check that\n")
+	}
 }
