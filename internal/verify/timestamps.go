@@ -19,11 +19,13 @@ type TimeEvidence struct {
 	// Stamped is how many checkpoints carry a verified time-stamp, of
 	// Report.Checkpoints.
 	Stamped int64
-	// First and Last are the earliest and latest time the TSA vouched for;
-	// LastSize is the tree size of the newest checkpoint stamped: every
-	// entry below it existed by the time of its stamp.
+	// First and Last are the earliest and latest time the TSA vouched for.
 	First, Last time.Time
-	LastSize    int64
+	// LastSize is the tree size of the newest checkpoint stamped, and
+	// LastSizeTime the time of its stamp: every entry below LastSize
+	// existed by then.
+	LastSize     int64
+	LastSizeTime time.Time
 	// ChainChecked says the TSA's certificates were checked against
 	// Options.TSACAFile. Without it, each token's signature and content
 	// are checked but anyone could have made the TSA certificate.
@@ -107,7 +109,7 @@ func (v *verifier) checkTimestamps() error {
 		if tok.GenTime.After(ev.Last) {
 			ev.Last = tok.GenTime
 		}
-		ev.LastSize = max(ev.LastSize, f.size)
+		ev.LastSize, ev.LastSizeTime = f.size, tok.GenTime // files are in size order
 	}
 	return nil
 }
