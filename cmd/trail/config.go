@@ -96,6 +96,9 @@ type serveConfig struct {
 		// Default 1h.
 		Repeat time.Duration `yaml:"repeat"`
 	} `yaml:"alerts"`
+	// Monitor scans TLS endpoints on a schedule and watches certificates
+	// for expiry (docs/scan.md, "Monitoring in trail serve").
+	Monitor monitorConfig `yaml:"monitor"`
 	// Witnesses are C2SP tlog-witness witnesses that each new checkpoint
 	// is sent to for cosigning (docs/witness.md). Default none.
 	Witnesses []witnessConfig `yaml:"witnesses"`
@@ -167,6 +170,9 @@ func (c *serveConfig) check(path string) error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return bad("tls.cert_file and tls.key_file go together: give both or neither")
+	}
+	if err := c.Monitor.check(); err != nil {
+		return bad("%v", err)
 	}
 	if err := c.Timestamp.check(); err != nil {
 		return bad("%v", err)

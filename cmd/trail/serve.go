@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -296,9 +297,26 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	// Self-verification and alerts (docs/tamper.md, docs/alerts.md).
+	// TLS monitoring: scans (the first as soon as the listeners serve)
+	// and certificate expiry (docs/scan.md).
+	self := []string{ln.Addr().String()}
+	if opsLn != nil {
+		self = append(self, opsLn.Addr().String())
+	}
+	if syslogLn != nil {
+		self = append(self, syslogLn.Addr().String())
+	}
+	var mon *monitor
 	am, err := newAlerts(&cfg, srv, l.Origin(), logger)
 	if err == nil {
 		wt, err = startWatch(&cfg, am, store, l, keys, logger)
+	}
+	if err == nil {
+		mon, err = startMonitor(cfg.Monitor, srv, am, self, []*x509.Certificate{pki.CACertificate()},
+			ownCertificates(pki, certs, pkiDir, revoked.Revoked, logger), logger)
+		if err != nil {
+			wt.stop()
+		}
 	}
 	if err != nil {
 		ln.Close()
@@ -322,6 +340,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if syslogLn != nil {
 			syslogLn.Shutdown(context.Background())
 		}
+		mon.close()
 		wt.stop()
 		return errors.Join(err, l.Close())
 	}
@@ -385,6 +404,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	err = errors.Join(err, serr)
 	// The checks read the store, which closes with the log; alerts
 	// append to the log.
+	mon.close()
 	wt.stop()
 	stopped := map[string]any{"log_size": l.Size()}
 	if _, aerr := srv.Audit(context.Background(), tlsconf.Identity{}, "trail.server.stop", event.Resource{Type: "trail.server", ID: l.Origin()}, stopped); aerr != nil {
