@@ -31,6 +31,8 @@ import (
 
 	"github.com/trailaudit/trail/internal/durable"
 	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/selfcheck"
+	"github.com/trailaudit/trail/internal/storage"
 	fsstore "github.com/trailaudit/trail/internal/storage/fs"
 )
 
@@ -59,6 +61,11 @@ type Config struct {
 	FsyncSamples int
 	// CPUProfile, if set, receives a CPU profile of the append phase only.
 	CPUProfile io.Writer
+	// SweepRate, if not zero, runs trail serve's self-verification sweep
+	// (selfcheck.Sweep) over and over during the append phase, reading at
+	// most SweepRate bytes per second (negative: unbounded), to measure
+	// both its speed and what it costs appends.
+	SweepRate int64
 }
 
 // Validate reports the first invalid field, named as the command-line flag
@@ -121,6 +128,14 @@ type Result struct {
 	// Ratio is BytesPerEntry / EntryBytes.
 	Ratio float64 `json:"ratio"`
 	Files int     `json:"files"`
+
+	// SweepPasses, SweepBytes and SweepMBps describe the self-verification
+	// sweeps run during the append phase with Config.SweepRate: the passes
+	// completed, the bytes they read, and the read rate in MB/s (10^6).
+	SweepPasses int     `json:"sweep_passes,omitempty"`
+	SweepBytes  int64   `json:"sweep_bytes,omitempty"`
+	SweepMBps   float64 `json:"sweep_mb_per_sec,omitempty"`
+	SweepError  string  `json:"sweep_error,omitempty"`
 
 	// CPUSeconds is the user+system CPU time of the process during the
 	// append phase (0 where the platform does not say), CPUCores the same
@@ -211,7 +226,9 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	store.mu.Lock()
 	store.commits, store.entries, store.checkpoints, store.cpTime = nil, 0, 0, 0 // count the append phase only
 	store.mu.Unlock()
+	stopSweep := startSweeps(cfg.SweepRate, fstore, keys, res)
 	lat, err := appendAll(ctx, l, entries, cfg, res)
+	stopSweep()
 	store.report(res)
 	start = time.Now()
 	if cerr := l.Close(); cerr != nil && err == nil {
@@ -391,4 +408,41 @@ func measureFsync(dir string, size, samples int) (time.Duration, error) {
 	}
 	slices.Sort(times)
 	return times[len(times)/2], nil
+}
+
+// startSweeps runs selfcheck.Sweep over the log until the returned func is
+// called, which waits for the pass in progress and fills in res. A rate of
+// zero runs none.
+func startSweeps(rate int64, store storage.Backend, keys *ledger.Keys, res *Result) (stop func()) {
+	if rate == 0 {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	start := time.Now()
+	var passes int
+	var bytes int64
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			n, err := selfcheck.Sweep(ctx, store, keys.Verifier, rate)
+			bytes += n
+			if err != nil {
+				if ctx.Err() == nil {
+					res.SweepError = err.Error()
+				}
+				return
+			}
+			passes++
+			if n == 0 { // no checkpoint yet
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		res.SweepPasses, res.SweepBytes = passes, bytes
+		res.SweepMBps = float64(bytes) / 1e6 / time.Since(start).Seconds()
+	}
 }

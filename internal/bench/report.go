@@ -29,6 +29,12 @@ func (r *Result) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "entry size\t%.0f bytes\t(mean)\n", r.EntryBytes)
 	fmt.Fprintf(tw, "on disk\t%.0f bytes/entry\t(%.3f× the entry; apparent %.0f bytes/entry; %s files)\n",
 		r.BytesPerEntry, r.Ratio, r.BytesPerEntryApparent, group(r.Files))
+	if r.SweepPasses > 0 || r.SweepBytes > 0 || r.SweepError != "" {
+		fmt.Fprintf(tw, "self-verification	%.0f MB/s	(%d sweeps completed during the appends, %.1f MB read)\n", r.SweepMBps, r.SweepPasses, float64(r.SweepBytes)/1e6)
+		if r.SweepError != "" {
+			fmt.Fprintf(tw, "sweep error	%s\n", r.SweepError)
+		}
+	}
 	if r.CPUSeconds > 0 {
 		fmt.Fprintf(tw, "cpu\t%.2f s\t(%.2f cores busy; %.0f bytes allocated per entry, %d GCs)\n", r.CPUSeconds, r.CPUCores, r.AllocBytesPerEntry, r.GCCycles)
 	}
