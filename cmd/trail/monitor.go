@@ -86,7 +86,7 @@ type monitor struct {
 	alerts *alert.Manager
 	log    *slog.Logger
 	opts   scan.Options
-	self   []string              // the server's own listeners
+	self   []string             // the server's own listeners
 	certs  func() []watchedCert // the server's own certificates
 	now    func() time.Time
 

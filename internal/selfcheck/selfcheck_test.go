@@ -276,7 +276,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-
 // BenchmarkSweep measures a whole-log sweep, unthrottled, over 100,000
 // entries of about 500 bytes (the page cache warm after the first pass).
 func BenchmarkSweep(b *testing.B) {
