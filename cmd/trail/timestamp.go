@@ -31,12 +31,16 @@ type timestampConfig struct {
 	TLSCAFile string `yaml:"tls_ca_file"`
 	// Timeout bounds one request to the TSA. Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// Every, if set, spaces stamps at least this far apart: then only the
+	// newest checkpoint signed meanwhile is stamped, which covers the
+	// entries of those skipped. Default 0: every checkpoint.
+	Every time.Duration `yaml:"every"`
 }
 
 // check validates the block; the files are read by newStamper.
 func (c *timestampConfig) check() error {
 	if c.URL == "" {
-		if c.CAFile != "" || c.TLSCAFile != "" || c.Timeout != 0 {
+		if c.CAFile != "" || c.TLSCAFile != "" || c.Timeout != 0 || c.Every != 0 {
 			return fmt.Errorf("timestamp.url is missing: the other timestamp settings do nothing without it")
 		}
 		return nil
@@ -49,6 +53,9 @@ func (c *timestampConfig) check() error {
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("timestamp.timeout must not be negative")
+	}
+	if c.Every < 0 {
+		return fmt.Errorf("timestamp.every must not be negative")
 	}
 	return nil
 }
@@ -74,6 +81,7 @@ func newStamper(c *timestampConfig, data string, logger *slog.Logger) (*tsa.Stam
 		Client:  &tsa.Client{URL: c.URL, Roots: roots, HTTPClient: &http.Client{Transport: tr}},
 		Dir:     filepath.Join(data, filepath.FromSlash(tsa.Dir)),
 		Timeout: c.Timeout,
+		Every:   c.Every,
 		Logger:  logger.With("component", "timestamp"),
 	})
 }

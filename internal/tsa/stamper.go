@@ -53,6 +53,11 @@ type StamperConfig struct {
 	// oldest is dropped (a later checkpoint's stamp covers its entries
 	// too). Default 1024.
 	QueueSize int
+	// Every, if positive, spaces stamps at least this far apart: after
+	// each, only the newest checkpoint queued meanwhile is stamped (its
+	// stamp covers the others' entries), and the others are counted as
+	// skipped. Default 0: every checkpoint is stamped.
+	Every time.Duration
 	// Logger receives failures. Default: discard.
 	Logger *slog.Logger
 }
@@ -75,6 +80,7 @@ type Stamper struct {
 
 	requests  *prometheus.CounterVec
 	dropped   prometheus.Counter
+	skipped   prometheus.Counter
 	roundTrip prometheus.Histogram
 	lastTime  prometheus.Gauge
 	lastSize  prometheus.Gauge
@@ -121,6 +127,10 @@ func NewStamper(cfg StamperConfig) (*Stamper, error) {
 			Name: "trail_timestamp_dropped_total",
 			Help: "Checkpoints never time-stamped because the queue was full (a later checkpoint's stamp covers their entries).",
 		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trail_timestamp_skipped_total",
+			Help: "Checkpoints not time-stamped because a newer one was, with timestamp.every set.",
+		}),
 		roundTrip: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "trail_timestamp_round_trip_seconds",
 			Help:    "Time to obtain and verify one time-stamp, successful requests only.",
@@ -150,7 +160,7 @@ func (s *Stamper) Register(reg prometheus.Registerer) error {
 		defer s.mu.Unlock()
 		return float64(len(s.queue))
 	})
-	for _, c := range []prometheus.Collector{s.requests, s.dropped, s.roundTrip, s.lastTime, s.lastSize, queued} {
+	for _, c := range []prometheus.Collector{s.requests, s.dropped, s.skipped, s.roundTrip, s.lastTime, s.lastSize, queued} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -200,7 +210,20 @@ func (s *Stamper) Close(ctx context.Context) {
 
 func (s *Stamper) loop() {
 	defer close(s.done)
+	var last time.Time // when the last stamp was asked for
 	for {
+		if wait := time.Until(last.Add(s.cfg.Every)); s.cfg.Every > 0 && wait > 0 && !s.isDraining() {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			case <-s.wake: // Close: stamp the newest now
+				t.Stop()
+				continue
+			}
+		}
 		s.mu.Lock()
 		if len(s.queue) == 0 {
 			draining := s.draining
@@ -215,8 +238,13 @@ func (s *Stamper) loop() {
 				return
 			}
 		}
+		if s.cfg.Every > 0 && len(s.queue) > 1 {
+			s.skipped.Add(float64(len(s.queue) - 1))
+			s.queue = s.queue[len(s.queue)-1:]
+		}
 		p := s.queue[0]
 		s.mu.Unlock()
+		last = time.Now()
 		if !s.stampWithRetry(p) {
 			s.mu.Lock()
 			left := len(s.queue)
@@ -230,6 +258,12 @@ func (s *Stamper) loop() {
 		}
 		s.mu.Unlock()
 	}
+}
+
+func (s *Stamper) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
 }
 
 // stampWithRetry stamps p, retrying with backoff; false if stopped first.

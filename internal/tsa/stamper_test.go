@@ -223,3 +223,40 @@ func TestStamperBounded(t *testing.T) {
 		t.Errorf("Close took %v with the TSA down; want it bounded by its context", d)
 	}
 }
+
+// TestStamperEvery checks that with Every set only the newest of the
+// checkpoints queued meanwhile is stamped, and that Close does not wait
+// out the interval.
+func TestStamperEvery(t *testing.T) {
+	a := tsatest.New(t, tsatest.Options{})
+	dir := t.TempDir()
+	reg := prometheus.NewRegistry()
+	st, err := tsa.NewStamper(tsa.StamperConfig{
+		Client: &tsa.Client{URL: a.URL, Roots: a.CA, HTTPClient: a.Client},
+		Dir:    dir,
+		Every:  time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Register(reg)
+	st.Start()
+	exists := func(size int64) bool { _, err := os.Stat(filepath.Join(dir, tsa.TokenFile(size))); return err == nil }
+	st.Add(1, []byte("note 1"))
+	waitFor(t, "the first time-stamp", func() bool { return exists(1) })
+	for i := int64(2); i <= 4; i++ {
+		st.Add(i, fmt.Appendf(nil, "note %d", i))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	st.Close(ctx)
+	if !exists(4) || exists(2) || exists(3) {
+		t.Errorf("stamped 2: %v, 3: %v, 4: %v; want only 4 after 1", exists(2), exists(3), exists(4))
+	}
+	if got := metric(t, reg, "trail_timestamp_skipped_total", "", ""); got != 2 {
+		t.Errorf("trail_timestamp_skipped_total = %v, want 2", got)
+	}
+	if n := a.Requests.Load(); n != 2 {
+		t.Errorf("%d requests to the TSA, want 2", n)
+	}
+}
