@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -106,7 +107,13 @@ func Export(ctx context.Context, src Source, w io.Writer, opts ExportOptions) (*
 		pr.CloseWithError(err) // unblock the writer if Verify stopped early
 		checked <- err
 	}()
-	err = write(ctx, src, p, m, signed, io.MultiWriter(w, pw), rep, opts)
+	// Buffered, so that the two goroutines meet once per megabyte rather
+	// than once per tar header.
+	bw := bufio.NewWriterSize(io.MultiWriter(w, pw), 1<<20)
+	err = write(ctx, src, p, m, signed, bw, rep, opts)
+	if err == nil {
+		err = bw.Flush()
+	}
 	pw.CloseWithError(err)
 	verr := <-checked
 	var f *Failure
@@ -212,6 +219,11 @@ func readUnit(ctx context.Context, src Source, p *plan, n int64) (*unit, error) 
 	lo, hi := p.entryRange(n)
 	es = es[lo-n*c2sp.TileWidth : hi-n*c2sp.TileWidth+1]
 	u.count = int64(len(es))
+	n2 := 0
+	for _, e := range es {
+		n2 += 2 + len(e)
+	}
+	u.entries = make([]byte, 0, n2)
 	for _, e := range es {
 		u.entries = c2sp.AppendEntry(u.entries, e)
 		ref, isRef, err := ledger.ParseLargeRef(e)
