@@ -109,6 +109,12 @@ type serveConfig struct {
 	// Timestamp has each new checkpoint time-stamped by an RFC 3161
 	// time-stamping authority (docs/timestamps.md). Default: off.
 	Timestamp timestampConfig `yaml:"timestamp"`
+	// Search serves GET /v1/events from an index in DATA/index that
+	// follows the log (docs/search.md).
+	Search struct {
+		// Enabled turns the index and the search endpoint on. Default true.
+		Enabled bool `yaml:"enabled"`
+	} `yaml:"search"`
 }
 
 // alertWebhook is one webhook receiver of alerts.
@@ -133,6 +139,7 @@ func defaultServeConfig() serveConfig {
 	c.SyslogListen = syslog.DefaultAddr
 	c.TLS.Profile = "intermediate"
 	c.CheckpointInterval = time.Second
+	c.Search.Enabled = true
 	return c
 }
 

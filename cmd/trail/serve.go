@@ -26,6 +26,7 @@ import (
 	"github.com/trailaudit/trail/event"
 
 	"github.com/trailaudit/trail/internal/durable"
+	"github.com/trailaudit/trail/internal/index"
 	"github.com/trailaudit/trail/internal/ingest/generic"
 	"github.com/trailaudit/trail/internal/ingest/k8s"
 	"github.com/trailaudit/trail/internal/ingest/otlp"
@@ -264,6 +265,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	k8s.Register(srv, logger)
 	otlp.Register(srv, logger)
 	generic.Register(srv, logger)
+	// The search index follows the log; it is derived data (docs/search.md).
+	var searchIndex *index.Index
+	if cfg.Search.Enabled {
+		if searchIndex, err = index.Open(ctx, index.Options{Dir: filepath.Join(data, index.DirName), Source: l, Logger: logger}); err != nil {
+			return errors.Join(fmt.Errorf("search index: %w", err), l.Close())
+		}
+		index.Register(srv, l, searchIndex, logger)
+		searchIndex.Start()
+		defer searchIndex.Close() // on early returns; closed before the log below
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return errors.Join(err, l.Close())
@@ -409,6 +420,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	stopped := map[string]any{"log_size": l.Size()}
 	if _, aerr := srv.Audit(context.Background(), tlsconf.Identity{}, "trail.server.stop", event.Resource{Type: "trail.server", ID: l.Origin()}, stopped); aerr != nil {
 		err = errors.Join(err, aerr)
+	}
+	if searchIndex != nil {
+		// What it has not indexed yet, it indexes at the next start.
+		if ierr := searchIndex.Close(); ierr != nil {
+			logger.Warn("couldn't close the search index", "err", ierr)
+		}
 	}
 	// Appends still in flight after a timed-out Shutdown either commit
 	// before Close returns or get ErrClosed; none is acknowledged and lost.

@@ -25,6 +25,9 @@ func Register(srv *server.Server, l *ledger.Log, ix *Index, logger *slog.Logger)
 	srv.Handle("GET /v1/events", server.Auditors, h.search)
 }
 
+// maxIndexWait bounds how long a search waits for the index to catch up.
+const maxIndexWait = 500 * time.Millisecond
+
 type handler struct {
 	srv    *server.Server
 	log    *ledger.Log
@@ -60,6 +63,10 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	// A search sees every entry appended before it was made, unless the
+	// index lags by more than a moment (under heavy appends): then it
+	// answers from what is indexed, and says how far that goes.
+	h.ix.WaitFor(ctx, h.log.Size(), maxIndexWait)
 	details := map[string]any{}
 	for k := range values {
 		details[k] = values.Get(k)

@@ -99,6 +99,10 @@ type Index struct {
 	stop     chan struct{}
 	done     chan struct{}
 	started  atomic.Bool
+	wake     chan struct{}
+
+	progressMu sync.Mutex
+	progress   chan struct{} // closed and replaced at each commit
 
 	// beforeCommit, if set, runs before each batch's commit; an error
 	// aborts the batch (tests inject crashes with it).
@@ -118,7 +122,8 @@ func Open(ctx context.Context, opts Options) (*Index, error) {
 	if opts.Batch <= 0 {
 		opts.Batch = DefaultBatch
 	}
-	ix := &Index{opts: opts, log: opts.Logger, path: filepath.Join(opts.Dir, FileName), stop: make(chan struct{}), done: make(chan struct{})}
+	ix := &Index{opts: opts, log: opts.Logger, path: filepath.Join(opts.Dir, FileName), stop: make(chan struct{}), done: make(chan struct{}),
+		wake: make(chan struct{}, 1), progress: make(chan struct{})}
 	if ix.log == nil {
 		ix.log = slog.New(slog.DiscardHandler)
 	}
@@ -310,6 +315,13 @@ func (ix *Index) follow() {
 		case <-ix.stop:
 			return
 		case <-t.C:
+		case <-ix.wake:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
 		}
 		err := ix.CatchUp(ctx, nil)
 		switch {
@@ -322,6 +334,36 @@ func (ix *Index) follow() {
 			wait = min(max(wait*2, time.Second), time.Minute)
 		}
 		t.Reset(wait)
+	}
+}
+
+// WaitFor wakes the follower and waits until the index holds the first n
+// entries of the log, ctx is done, or timeout passes; it reports whether
+// the index got there.
+func (ix *Index) WaitFor(ctx context.Context, n int64, timeout time.Duration) bool {
+	if ix.Next() >= n {
+		return true
+	}
+	select {
+	case ix.wake <- struct{}{}:
+	default:
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		ix.progressMu.Lock()
+		ch := ix.progress
+		ix.progressMu.Unlock()
+		if ix.Next() >= n {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 
@@ -418,5 +460,9 @@ func (ix *Index) indexRange(ctx context.Context, start, end int64) error {
 		return fmt.Errorf("couldn't commit entries [%d, %d) to the index: %w", start, end, err)
 	}
 	ix.next.Store(end)
+	ix.progressMu.Lock()
+	close(ix.progress)
+	ix.progress = make(chan struct{})
+	ix.progressMu.Unlock()
 	return nil
 }
