@@ -27,8 +27,9 @@ the file is trusted. A bundle verifies only if its checkpoint is signed by
 the key, every tile hashes up to the checkpoint's root, every entry to its
 leaf in the tiles, every large body to its reference, and every other byte
 is as trail export writes it. It prints the range, tree size and root; a
-receipt, the entry. Signature lines by other keys (a witness's
-cosignatures) are listed as not checked. On failure it names the place
+receipt, the entry. A witness's cosignatures are checked against the
+-witness keys given (-witness-quorum of them must have cosigned); other
+signature lines are listed as not checked. On failure it names the place
 (entry, tile, checkpoint, or byte offset) and what differs, and exits 1.
 For example: trail verify -bundle q3.tar -key trail.vkey
 `
@@ -38,7 +39,7 @@ func verifyEvidence(fs *flag.FlagSet, bundleFile, receiptFile, keyArg string, as
 	var other []string
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
-		case "bundle", "receipt", "key", "json":
+		case "bundle", "receipt", "key", "json", "witness", "witness-quorum":
 		default:
 			other = append(other, "-"+f.Name)
 		}
@@ -55,10 +56,45 @@ func verifyEvidence(fs *flag.FlagSet, bundleFile, receiptFile, keyArg string, as
 	if err != nil {
 		return err
 	}
-	if receiptFile != "" {
-		return verifyReceiptFile(receiptFile, key, asJSON, stdout, stderr)
+	w, err := evidenceWitnesses(fs)
+	if err != nil {
+		return err
 	}
-	return verifyBundleFile(bundleFile, key, asJSON, stdout, stderr)
+	if receiptFile != "" {
+		return verifyReceiptFile(receiptFile, key, w, asJSON, stdout, stderr)
+	}
+	return verifyBundleFile(bundleFile, key, w, asJSON, stdout, stderr)
+}
+
+// evidenceWitnesses reads verify's -witness and -witness-quorum flags,
+// where verify has them.
+func evidenceWitnesses(fs *flag.FlagSet) (bundle.Witnesses, error) {
+	var w bundle.Witnesses
+	if f := fs.Lookup("witness"); f != nil {
+		if keys, ok := f.Value.(*stringsFlag); ok {
+			for _, k := range *keys {
+				if b, err := os.ReadFile(k); err == nil {
+					k = strings.TrimSpace(string(b))
+				}
+				w.Keys = append(w.Keys, k)
+			}
+		}
+	}
+	if f := fs.Lookup("witness-quorum"); f != nil {
+		if g, ok := f.Value.(flag.Getter); ok {
+			w.Quorum, _ = g.Get().(int)
+		}
+	}
+	if w.Quorum != 0 && (w.Quorum < 0 || w.Quorum > len(w.Keys)) {
+		return w, usageError{fmt.Sprintf("-witness-quorum %d: must be 1 to the number of -witness keys, %d", w.Quorum, len(w.Keys))}
+	}
+	return w, nil
+}
+
+func printCosigned(w io.Writer, cs []bundle.Cosigned) {
+	for _, c := range cs {
+		fmt.Fprintf(w, "cosigned   by witness %s at %s\n", c.Name, c.Time.Format(time.RFC3339))
+	}
 }
 
 type bundleJSON struct {
@@ -79,6 +115,7 @@ type bundleJSON struct {
 	LastReceived  *time.Time `json:"last_received,omitempty"`
 	Checkpoint    string     `json:"checkpoint,omitempty"`
 	Unverified    []string   `json:"unverified_signatures,omitempty"`
+	Cosigned      []string   `json:"cosigned_by,omitempty"`
 	Error         *jsonError `json:"error,omitempty"`
 }
 
@@ -96,13 +133,13 @@ func writeIndented(w io.Writer, v any) {
 	enc.Encode(v)
 }
 
-func verifyBundleFile(file, key string, asJSON bool, stdout, stderr io.Writer) error {
+func verifyBundleFile(file, key string, wit bundle.Witnesses, asJSON bool, stdout, stderr io.Writer) error {
 	f, err := os.Open(file)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	var opts bundle.VerifyOptions
+	opts := bundle.VerifyOptions{Witnesses: wit}
 	bar := newBundleBar(stderr, "verifying", asJSON)
 	if bar != nil {
 		opts.Progress = bar.update
@@ -124,7 +161,7 @@ func verifyBundleFile(file, key string, asJSON bool, stdout, stderr io.Writer) e
 		j := bundleJSON{OK: true, File: file, Origin: rep.Origin, From: &rep.From, To: &rep.To, TreeSize: rep.TreeSize,
 			Root: base64.StdEncoding.EncodeToString(rep.Root[:]), RootHex: hex.EncodeToString(rep.Root[:]),
 			Entries: rep.Entries, LargeEntries: rep.Large, Tiles: rep.Tiles, Bytes: rep.Bytes, Seconds: rep.Duration.Seconds(),
-			Checkpoint: string(rep.Checkpoint), Unverified: rep.Unverified}
+			Checkpoint: string(rep.Checkpoint), Unverified: rep.Unverified, Cosigned: cosignedNames(rep.Cosigned)}
 		if !rep.FirstReceived.IsZero() {
 			j.FirstReceived, j.LastReceived = &rep.FirstReceived, &rep.LastReceived
 		}
@@ -141,6 +178,7 @@ func verifyBundleFile(file, key string, asJSON bool, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "root hash  %s (hex %s)\n", base64.StdEncoding.EncodeToString(rep.Root[:]), hex.EncodeToString(rep.Root[:]))
 	fmt.Fprintf(stdout, "checked    %d hash tiles, %s in %.2fs (%.0f entries/s, %s/s)\n", rep.Tiles, formatBytes(float64(rep.Bytes)),
 		rep.Duration.Seconds(), float64(rep.Entries)/max(rep.Duration.Seconds(), 1e-9), formatBytes(float64(rep.Bytes)/max(rep.Duration.Seconds(), 1e-9)))
+	printCosigned(stdout, rep.Cosigned)
 	fmt.Fprintf(stdout, "checkpoint:\n%s", rep.Checkpoint)
 	for _, u := range rep.Unverified {
 		fmt.Fprintf(stderr, "trail: note: the checkpoint's signature by %s was not checked (no key for it)\n", u)
@@ -160,10 +198,11 @@ type receiptJSON struct {
 	Checkpoint string          `json:"checkpoint,omitempty"`
 	Body       string          `json:"large_body,omitempty"`
 	Unverified []string        `json:"unverified_signatures,omitempty"`
+	Cosigned   []string        `json:"cosigned_by,omitempty"`
 	Error      *jsonError      `json:"error,omitempty"`
 }
 
-func verifyReceiptFile(file, key string, asJSON bool, stdout, stderr io.Writer) error {
+func verifyReceiptFile(file, key string, wit bundle.Witnesses, asJSON bool, stdout, stderr io.Writer) error {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return err
@@ -173,7 +212,7 @@ func verifyReceiptFile(file, key string, asJSON bool, stdout, stderr io.Writer) 
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	r, err := bundle.VerifyReceipt(b, key, body)
+	r, err := bundle.VerifyReceipt(b, key, body, wit)
 	if err != nil {
 		if asJSON {
 			writeIndented(stdout, receiptJSON{File: file, Error: evidenceError(err)})
@@ -188,7 +227,7 @@ func verifyReceiptFile(file, key string, asJSON bool, stdout, stderr io.Writer) 
 	ref, large := r.LargeRef()
 	if asJSON {
 		j := receiptJSON{OK: true, File: file, Index: &r.Index, Origin: r.Origin, TreeSize: r.TreeSize,
-			Root: base64.StdEncoding.EncodeToString(r.Root[:]), Checkpoint: string(r.Checkpoint), Unverified: r.Unverified}
+			Root: base64.StdEncoding.EncodeToString(r.Root[:]), Checkpoint: string(r.Checkpoint), Unverified: r.Unverified, Cosigned: cosignedNames(r.Cosigned)}
 		if json.Valid(r.Leaf) {
 			j.Leaf = r.Leaf
 		} else {
@@ -201,6 +240,7 @@ func verifyReceiptFile(file, key string, asJSON bool, stdout, stderr io.Writer) 
 		return nil
 	}
 	fmt.Fprintf(stderr, "trail: verified receipt %s: entry %d is in the tree of size %d of %s, root %s\n", file, r.Index, r.TreeSize, r.Origin, r.Root)
+	printCosigned(stderr, r.Cosigned)
 	for _, u := range r.Unverified {
 		fmt.Fprintf(stderr, "trail: note: the checkpoint's signature by %s was not checked (no key for it)\n", u)
 	}
@@ -221,4 +261,12 @@ func verifyReceiptFile(file, key string, asJSON bool, stdout, stderr io.Writer) 
 	out.WriteByte('\n')
 	_, err = stdout.Write(out.Bytes())
 	return err
+}
+
+func cosignedNames(cs []bundle.Cosigned) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
 }

@@ -263,7 +263,7 @@ func TestReceipt(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := VerifyReceipt(r.Proof, key, r.Body)
+		got, err := VerifyReceipt(r.Proof, key, r.Body, Witnesses{})
 		if err != nil {
 			t.Fatalf("VerifyReceipt(receipt of %d) = %v", i, err)
 		}
@@ -284,14 +284,14 @@ func TestReceipt(t *testing.T) {
 	for i := range r.Proof {
 		c := bytes.Clone(r.Proof)
 		c[i] ^= 1 << (i % 8)
-		if _, err := VerifyReceipt(c, key, nil); err == nil {
+		if _, err := VerifyReceipt(c, key, nil, Witnesses{}); err == nil {
 			t.Fatalf("receipt with byte %d flipped (%q) verified", i, r.Proof[max(i-10, 0):i+1])
 		}
 	}
 	body := bytes.Clone(envelopeLeaf(7))
 	body[100] ^= 1
 	r, _ = MakeReceipt(ctx, Dir{Root: dir}, key, 7)
-	if _, err := VerifyReceipt(r.Proof, key, body); err == nil || !strings.Contains(err.Error(), "the body was altered") {
+	if _, err := VerifyReceipt(r.Proof, key, body, Witnesses{}); err == nil || !strings.Contains(err.Error(), "the body was altered") {
 		t.Errorf("VerifyReceipt with an altered body = %v", err)
 	}
 }
@@ -322,7 +322,7 @@ func FuzzVerifyReceipt(f *testing.F) {
 	}
 	f.Add(r.Proof)
 	f.Fuzz(func(t *testing.T, in []byte) {
-		got, err := VerifyReceipt(in, key, nil)
+		got, err := VerifyReceipt(in, key, nil, Witnesses{})
 		if err == nil && (got.Index != 13 || !bytes.Equal(got.Leaf, plainLeaf(13))) {
 			t.Fatalf("a receipt of entry %d, leaf %q, verified", got.Index, got.Leaf)
 		}

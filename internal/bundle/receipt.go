@@ -34,6 +34,9 @@ type Receipt struct {
 	Checkpoint []byte
 	// Unverified names the checkpoint's signature lines not checked.
 	Unverified []string
+	// Cosigned are the cosignatures of the witnesses given to
+	// VerifyReceipt that verified.
+	Cosigned []Cosigned
 }
 
 // MakeReceipt writes the receipt of entry index of src against src's
@@ -96,11 +99,11 @@ func MakeReceipt(ctx context.Context, src Source, verifierKey string, index int6
 }
 
 // VerifyReceipt checks a receipt against the log's verifier key: the
-// checkpoint's signature, and that the entry it carries is in the
-// checkpoint's tree at its index. body, if not nil, is the body of a large
-// entry, checked against the reference the receipt carries. It returns a
-// *Failure naming the part of the receipt at fault.
-func VerifyReceipt(b []byte, verifierKey string, body []byte) (*Receipt, error) {
+// checkpoint's signature, the cosignatures w asks for, and that the entry
+// it carries is in the checkpoint's tree at its index. body, if not nil,
+// is the body of a large entry, checked against the reference the receipt
+// carries. It returns a *Failure naming the part of the receipt at fault.
+func VerifyReceipt(b []byte, verifierKey string, body []byte, w Witnesses) (*Receipt, error) {
 	if verifierKey == "" {
 		return nil, ErrNoKey
 	}
@@ -119,6 +122,10 @@ func VerifyReceipt(b []byte, verifierKey string, body []byte) (*Receipt, error) 
 	if err != nil {
 		return nil, fail("receipt's checkpoint", "%v", err)
 	}
+	cosigned, unverified, err := w.check(p.Checkpoint, unverified)
+	if err != nil {
+		return nil, fail("receipt's checkpoint", "%v", err)
+	}
 	if p.Index >= cp.Size {
 		return nil, fail("receipt's index", "entry %d is not in the checkpoint's tree of size %d", p.Index, cp.Size)
 	}
@@ -126,7 +133,7 @@ func VerifyReceipt(b []byte, verifierKey string, body []byte) (*Receipt, error) 
 	if err := tlog.CheckRecord(p.Hashes, cp.Size, cp.Hash, p.Index, leafHash); err != nil {
 		return nil, fail("receipt's inclusion proof", "entry %d (leaf hash %s) is not in the tree of size %d with root %s: the entry, index or proof was altered", p.Index, leafHash, cp.Size, cp.Hash)
 	}
-	r := &Receipt{Proof: b, Index: p.Index, Leaf: p.Extra, Origin: cp.Origin, TreeSize: cp.Size, Root: cp.Hash, Checkpoint: p.Checkpoint, Unverified: unverified}
+	r := &Receipt{Proof: b, Index: p.Index, Leaf: p.Extra, Origin: cp.Origin, TreeSize: cp.Size, Root: cp.Hash, Checkpoint: p.Checkpoint, Unverified: unverified, Cosigned: cosigned}
 	ref, isRef, err := ledger.ParseLargeRef(p.Extra)
 	if isRef && err != nil {
 		return nil, fail("receipt's entry", "%v", err)

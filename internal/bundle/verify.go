@@ -28,10 +28,13 @@ type Report struct {
 	// Unverified names the signers of signature lines the verifier had no
 	// key for (a witness's cosignatures): those lines were not checked.
 	Unverified []string
-	Entries    int64
-	Large      int64 // large entries, their bodies checked
-	Tiles      int64 // hash tiles checked
-	Bytes      int64 // the bundle's size
+	// Cosigned are the cosignatures of VerifyOptions.Witnesses that
+	// verified.
+	Cosigned []Cosigned
+	Entries  int64
+	Large    int64 // large entries, their bodies checked
+	Tiles    int64 // hash tiles checked
+	Bytes    int64 // the bundle's size
 	// FirstReceived and LastReceived are the received times of the first
 	// and last entry, if they are trail envelopes.
 	FirstReceived, LastReceived time.Time
@@ -48,6 +51,9 @@ type Progress struct {
 type VerifyOptions struct {
 	// Progress, if not nil, is called after each entry bundle.
 	Progress func(Progress)
+	// Witnesses, if it has keys, is checked against the checkpoint's
+	// cosignatures.
+	Witnesses Witnesses
 }
 
 // ErrNoKey is returned when Verify or VerifyReceipt is given no key.
@@ -112,10 +118,14 @@ func verifyBundle(ctx context.Context, cr *canonReader, v note.Verifier, opts Ve
 	if err != nil {
 		return nil, fail(CheckpointName, "%v", err)
 	}
+	cosigned, unverified, err := opts.Witnesses.check(signed, unverified)
+	if err != nil {
+		return nil, fail(CheckpointName, "%v", err)
+	}
 	if cp.Size != m.TreeSize {
 		return nil, fail(ManifestName, "tree size %d, and the checkpoint's is %d", m.TreeSize, cp.Size)
 	}
-	rep := &Report{Origin: cp.Origin, From: m.From, To: m.To, TreeSize: cp.Size, Root: cp.Hash, Checkpoint: signed, Unverified: unverified}
+	rep := &Report{Origin: cp.Origin, From: m.From, To: m.To, TreeSize: cp.Size, Root: cp.Hash, Checkpoint: signed, Unverified: unverified, Cosigned: cosigned}
 
 	// The hash tiles before the entries, authenticated against the root.
 	p, err := makePlan(m.TreeSize, m.From, m.To)
