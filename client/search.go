@@ -16,8 +16,6 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/mod/sumdb/tlog"
-
-	"github.com/trailaudit/trail/event"
 )
 
 // Limits of a search.
@@ -116,21 +114,27 @@ type SearchDoc struct {
 
 // DocOf returns the search document of an entry: the event envelope as
 // the server wrote it (for an entry over 64 KiB, its body, not the
-// reference the tree holds).
+// reference the tree holds). It reads the fields leniently (the server's
+// index and the client's check read them with this same function), and
+// fails only for what is not an envelope: not a JSON object of the
+// envelope's shape, or without a source and via.
 func DocOf(entry []byte) (SearchDoc, error) {
-	env, err := event.DecodeLeaf(entry)
-	if err != nil {
-		return SearchDoc{}, err
+	var env docEnvelope
+	if err := json.Unmarshal(entry, &env); err != nil {
+		return SearchDoc{}, fmt.Errorf("not an event envelope: %v", err)
+	}
+	if env.Source == "" || env.Via == "" {
+		return SearchDoc{}, errors.New("not an event envelope: no source or via")
 	}
 	e := &env.Event
 	d := SearchDoc{
 		Time: e.Time, Received: env.Received,
 		Actor: e.Actor.ID, Action: e.Action, ResourceType: e.Resource.Type, ResourceID: e.Resource.ID,
-		Outcome: string(e.Outcome), Source: env.Source, Via: env.Via,
+		Outcome: e.Outcome, Source: env.Source, Via: env.Via,
 	}
 	t := make([]byte, 0, 256)
 	for _, s := range []string{env.Source, env.Via, e.ID, e.Actor.ID, e.Actor.Type, e.Actor.IP, e.Actor.UserAgent,
-		e.Action, e.Resource.Type, e.Resource.ID, string(e.Outcome), e.Reason} {
+		e.Action, e.Resource.Type, e.Resource.ID, e.Outcome, e.Reason} {
 		t = appendTokens(t, s)
 	}
 	t = appendJSONValues(t, e.Details)
@@ -140,6 +144,32 @@ func DocOf(entry []byte) (SearchDoc, error) {
 	}
 	d.Text = string(t)
 	return d, nil
+}
+
+// docEnvelope is the part of an event.Envelope that search reads.
+type docEnvelope struct {
+	Received time.Time `json:"received"`
+	Source   string    `json:"source"`
+	Via      string    `json:"via"`
+	Event    struct {
+		ID    string    `json:"id"`
+		Time  time.Time `json:"time"`
+		Actor struct {
+			ID        string `json:"id"`
+			Type      string `json:"type"`
+			IP        string `json:"ip"`
+			UserAgent string `json:"user_agent"`
+		} `json:"actor"`
+		Action   string `json:"action"`
+		Resource struct {
+			Type string `json:"type"`
+			ID   string `json:"id"`
+		} `json:"resource"`
+		Outcome  string          `json:"outcome"`
+		Reason   string          `json:"reason"`
+		Details  json.RawMessage `json:"details"`
+		Original json.RawMessage `json:"original"`
+	} `json:"event"`
 }
 
 // isTokenRune reports whether r is part of a word: letters, digits and

@@ -28,6 +28,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,7 +173,6 @@ CREATE TABLE IF NOT EXISTS events(
 CREATE INDEX IF NOT EXISTS events_actor ON events(actor);
 CREATE INDEX IF NOT EXISTS events_action ON events(action);
 CREATE INDEX IF NOT EXISTS events_rid ON events(rid);
-CREATE INDEX IF NOT EXISTS events_rtype ON events(rtype);
 CREATE INDEX IF NOT EXISTS events_source ON events(source);
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, content='', columnsize=0, tokenize='unicode61 remove_diacritics 0');
@@ -398,6 +398,16 @@ func nullable(s string) any {
 	return s
 }
 
+// row is one entry as the index holds it; text is "" for none.
+type row struct {
+	args [10]any
+	text string
+}
+
+// rowsPerInsert is how many rows one INSERT statement carries: fewer
+// statements, less overhead per row.
+const rowsPerInsert = 64
+
 // indexRange indexes entries [start, end) in one transaction, which also
 // records end as the progress.
 func (ix *Index) indexRange(ctx context.Context, start, end int64) error {
@@ -406,45 +416,51 @@ func (ix *Index) indexRange(ctx context.Context, start, end int64) error {
 	if err != nil {
 		return fmt.Errorf("couldn't read entries [%d, %d): %w", start, end, err)
 	}
+	rows, err := ix.rows(ctx, start, leaves)
+	if err != nil {
+		return err
+	}
 	tx, err := ix.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO events(idx, time, received, actor, action, rtype, rid, outcome, source, via) VALUES (?,?,?,?,?,?,?,?,?,?)`)
-	if err != nil {
+	stmts := map[string]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	exec := func(head, tuple string, n int, args []any) error {
+		key := fmt.Sprint(head, n)
+		st := stmts[key]
+		if st == nil {
+			q := head + strings.TrimSuffix(strings.Repeat(tuple+",", n), ",")
+			if st, err = tx.PrepareContext(ctx, q); err != nil {
+				return err
+			}
+			stmts[key] = st
+		}
+		_, err := st.ExecContext(ctx, args...)
 		return err
 	}
-	defer ins.Close()
-	text, err := tx.PrepareContext(ctx, `INSERT INTO fts(rowid, text) VALUES (?, ?)`)
-	if err != nil {
-		return err
-	}
-	defer text.Close()
-	for i, leaf := range leaves {
-		idx := start + int64(i)
-		body, err := src.Body(ctx, leaf)
-		if err != nil {
-			if _, ok := errors.AsType[*storage.CorruptionError](err); !ok && !errors.Is(err, storage.ErrNotFound) {
-				return fmt.Errorf("couldn't read entry %d: %w", idx, err)
+	args := make([]any, 0, rowsPerInsert*10)
+	texts := make([]any, 0, rowsPerInsert*2)
+	for i := 0; i < len(rows); i += rowsPerInsert {
+		chunk := rows[i:min(i+rowsPerInsert, len(rows))]
+		args, texts = args[:0], texts[:0]
+		for _, r := range chunk {
+			args = append(args, r.args[:]...)
+			if r.text != "" {
+				texts = append(texts, r.args[0], r.text)
 			}
-			ix.log.Error("search index: entry body unreadable; indexed without fields", "index", idx, "err", err)
 		}
-		doc, err := client.DocOf(body)
-		if err != nil {
-			// Not an event envelope: found only by searches without filters.
-			if _, err := ins.ExecContext(ctx, idx, nil, nil, nil, nil, nil, nil, nil, nil, nil); err != nil {
-				return fmt.Errorf("couldn't index entry %d: %w", idx, err)
-			}
-			continue
+		if err := exec("INSERT INTO events(idx, time, received, actor, action, rtype, rid, outcome, source, via) VALUES ", "(?,?,?,?,?,?,?,?,?,?)", len(chunk), args); err != nil {
+			return fmt.Errorf("couldn't index entries [%d, %d): %w", start+int64(i), start+int64(i+len(chunk)), err)
 		}
-		if _, err := ins.ExecContext(ctx, idx, nanos(doc.Time), nanos(doc.Received), nullable(doc.Actor), nullable(doc.Action),
-			nullable(doc.ResourceType), nullable(doc.ResourceID), nullable(doc.Outcome), nullable(doc.Source), nullable(doc.Via)); err != nil {
-			return fmt.Errorf("couldn't index entry %d: %w", idx, err)
-		}
-		if doc.Text != "" {
-			if _, err := text.ExecContext(ctx, idx, doc.Text); err != nil {
-				return fmt.Errorf("couldn't index the text of entry %d: %w", idx, err)
+		if len(texts) > 0 {
+			if err := exec("INSERT INTO fts(rowid, text) VALUES ", "(?,?)", len(texts)/2, texts); err != nil {
+				return fmt.Errorf("couldn't index the text of entries [%d, %d): %w", start+int64(i), start+int64(i+len(chunk)), err)
 			}
 		}
 	}
@@ -464,5 +480,44 @@ func (ix *Index) indexRange(ctx context.Context, start, end int64) error {
 	close(ix.progress)
 	ix.progress = make(chan struct{})
 	ix.progressMu.Unlock()
+	return nil
+}
+
+// rows derives the rows of entries start... from their leaves, on every
+// core: decoding costs as much as storing.
+func (ix *Index) rows(ctx context.Context, start int64, leaves [][]byte) ([]row, error) {
+	rows := make([]row, len(leaves))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(leaves)/256))
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(leaves); i += workers {
+				if errs[w] = ix.row(ctx, start+int64(i), leaves[i], &rows[i]); errs[w] != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return rows, errors.Join(errs...)
+}
+
+func (ix *Index) row(ctx context.Context, idx int64, leaf []byte, r *row) error {
+	r.args[0] = idx
+	body, err := ix.opts.Source.Body(ctx, leaf)
+	if err != nil {
+		if _, ok := errors.AsType[*storage.CorruptionError](err); !ok && !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("couldn't read entry %d: %w", idx, err)
+		}
+		ix.log.Error("search index: entry body unreadable; indexed without fields", "index", idx, "err", err)
+	}
+	doc, err := client.DocOf(body)
+	if err != nil {
+		return nil // not an event envelope: found only by searches without filters
+	}
+	r.args = [10]any{idx, nanos(doc.Time), nanos(doc.Received), nullable(doc.Actor), nullable(doc.Action),
+		nullable(doc.ResourceType), nullable(doc.ResourceID), nullable(doc.Outcome), nullable(doc.Source), nullable(doc.Via)}
+	r.text = doc.Text
 	return nil
 }

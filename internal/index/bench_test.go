@@ -1,0 +1,359 @@
+package index
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trailaudit/trail/client"
+	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/server"
+	"github.com/trailaudit/trail/internal/storage/fs"
+	"github.com/trailaudit/trail/internal/tlsconf"
+)
+
+// The benchmarks measure the figures docs/search.md reports, on a log of
+// TRAIL_INDEX_BENCH_N synthetic events of about 500 bytes (default
+// 200,000) from 10,000 actors, spread over N/1,000,000 days (at least one),
+// so that one actor has about 100 events a day. With TRAIL_INDEX_BENCH_DIR
+// the log and its index are kept there and reused by later runs (delete
+// the directory to start over); otherwise they are made in a temporary
+// directory for each run of the test binary.
+//
+//	TRAIL_INDEX_BENCH_N=1000000 TRAIL_INDEX_BENCH_DIR=/var/tmp/ixbench \
+//	    go test -run '^$' -bench . -benchtime 200x ./internal/index/
+//
+// BenchmarkIndex reports the indexing rate (a rebuild: the whole log,
+// from scratch) and the index's bytes per event; the search benchmarks
+// report p50 and p99 of one query: at the index (Search) and end to end
+// (GET /v1/events over TLS, with the audit append, 100 leaves read from
+// the log and 100 inclusion proofs, as the client sees it).
+
+const benchActors = 10_000
+
+type benchData struct {
+	dir   string
+	log   *ledger.Log
+	ix    *Index
+	n     int64
+	days  int
+	start time.Time
+	// rare are request ids that occur once each.
+	rare []string
+
+	indexRate  float64
+	indexBytes int64
+	indexTime  time.Duration
+}
+
+var (
+	benchOnce sync.Once
+	bench     *benchData
+	benchErr  error
+)
+
+func benchSetup(b *testing.B) *benchData {
+	b.Helper()
+	benchOnce.Do(func() { bench, benchErr = makeBench() })
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	return bench
+}
+
+var (
+	benchActions = []string{"user.login", "user.logout", "invoice.create", "invoice.update", "document.read", "document.share",
+		"role.grant", "secret.read", "deployment.patch", "namespace.delete", "pod.exec", "apikey.create"}
+	benchRTypes  = []string{"user", "invoice", "document", "role", "secret", "deployment", "namespace", "pod", "apikey"}
+	benchSources = []string{"billing-api", "auth-gateway", "kube-apiserver", "rsyslog-relay-eu1", "ci-deployer"}
+	benchVias    = []string{"json", "json", "k8s", "syslog", "otlp"}
+	benchAgents  = []string{"Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0.0.0", "kubectl/v1.30.2 (linux/amd64) kubernetes/39683505", "Go-http-client/2.0", "python-requests/2.32.3"}
+	benchOut     = []string{"success", "success", "success", "success", "success", "failure", "unknown"}
+	benchReasons = []string{"denied by policy", "invalid credentials", "rate limited", "upstream timeout"}
+)
+
+var benchStart = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+
+// benchEvent appends synthetic event i (deterministic in i) and returns its
+// request id.
+func benchEvent(b []byte, i int64, days int) ([]byte, string) {
+	rng := rand.New(rand.NewPCG(uint64(i), 0x5eed))
+	span := time.Duration(days) * 24 * time.Hour
+	at := benchStart.Add(time.Duration(float64(span) * float64(i) / float64(benchN())))
+	happened := at.Add(-time.Duration(rng.IntN(5_000_000_000)))
+	var raw [8]byte
+	for j := range raw {
+		raw[j] = byte(rng.Uint32())
+	}
+	reqID := hex.EncodeToString(raw[:])
+	pick := func(s []string) string { return s[rng.IntN(len(s))] }
+	rtype := pick(benchRTypes)
+	out := pick(benchOut)
+	b = append(b, `{"received":"`...)
+	b = at.AppendFormat(b, time.RFC3339Nano)
+	b = fmt.Appendf(b, `","source":"%s","via":"%s","event":{"time":"`, pick(benchSources), pick(benchVias))
+	b = happened.AppendFormat(b, time.RFC3339Nano)
+	b = fmt.Appendf(b, `","actor":{"id":"user-%05d","type":"user","ip":"10.%d.%d.%d","user_agent":"%s"},"action":"%s","resource":{"type":"%s","id":"%s-%06x"},"outcome":"%s"`,
+		rng.IntN(benchActors), rng.IntN(256), rng.IntN(256), rng.IntN(256), pick(benchAgents), pick(benchActions), rtype, rtype[:3], rng.IntN(1<<24), out)
+	if out != "success" {
+		b = fmt.Appendf(b, `,"reason":"%s"`, pick(benchReasons))
+	}
+	b = fmt.Appendf(b, `,"details":{"request_id":"%s","method":"%s","path":"/v1/%ss/%06x","status":%d,"bytes":%d,"trace":"%016x%016x"}}}`,
+		reqID, pick([]string{"GET", "POST", "PATCH", "DELETE"}), rtype, rng.IntN(1<<24), 200+rng.IntN(4)*100, rng.IntN(64000), rng.Uint64(), rng.Uint64())
+	return b, reqID
+}
+
+func benchN() int64 {
+	if s := os.Getenv("TRAIL_INDEX_BENCH_N"); s != "" {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > 0 {
+			return n
+		}
+	}
+	return 200_000
+}
+
+func makeBench() (*benchData, error) {
+	d := &benchData{n: benchN(), start: benchStart}
+	d.days = max(1, int(d.n/1_000_000))
+	d.dir = os.Getenv("TRAIL_INDEX_BENCH_DIR")
+	if d.dir == "" {
+		var err error
+		if d.dir, err = os.MkdirTemp("", "trail-index-bench-"); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(d.dir, 0o700); err != nil {
+		return nil, err
+	}
+	l, err := openBenchLog(d.dir)
+	if err != nil {
+		return nil, err
+	}
+	d.log = l
+	ctx := context.Background()
+	if size := l.Size(); size < d.n {
+		fmt.Fprintf(os.Stderr, "bench: appending events %d to %d\n", size, d.n)
+		var buf []byte
+		for i := size; i < d.n; {
+			var batch [][]byte
+			buf = buf[:0]
+			for ; i < d.n && len(batch) < 1000; i++ {
+				start := len(buf)
+				buf, _ = benchEvent(buf, i, d.days)
+				batch = append(batch, buf[start:len(buf):len(buf)])
+			}
+			if _, err := l.Append(ctx, batch...); err != nil {
+				return nil, err
+			}
+			buf = nil
+		}
+		if _, err := l.Checkpoint(ctx); err != nil {
+			return nil, err
+		}
+	}
+	for k := int64(0); k < 200; k++ {
+		_, id := benchEvent(nil, (k*7919*7919)%d.n, d.days)
+		d.rare = append(d.rare, id)
+	}
+	ixDir := filepath.Join(d.dir, DirName)
+	if d.ix, err = Open(ctx, Options{Dir: ixDir, Source: l}); err != nil {
+		return nil, err
+	}
+	if d.ix.Next() < d.n {
+		// A rebuild from scratch, timed: the indexing rate.
+		d.ix.Close()
+		for _, s := range []string{"", "-wal", "-shm"} {
+			os.Remove(filepath.Join(ixDir, FileName+s))
+		}
+		if d.ix, err = Open(ctx, Options{Dir: ixDir, Source: l}); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(os.Stderr, "bench: indexing %d events\n", l.Size())
+		start := time.Now()
+		if err := d.ix.CatchUp(ctx, nil); err != nil {
+			return nil, err
+		}
+		d.indexTime = time.Since(start)
+		d.indexRate = float64(d.ix.Next()) / d.indexTime.Seconds()
+		// Checkpoint the WAL into the database, as Close does, to measure it.
+		if _, err := d.ix.w.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(os.Stderr, "bench: indexed %d events in %v: %.0f/s\n", d.ix.Next(), d.indexTime.Round(time.Millisecond), d.indexRate)
+	}
+	for _, s := range []string{"", "-wal", "-shm"} {
+		if fi, err := os.Stat(filepath.Join(ixDir, FileName+s)); err == nil {
+			d.indexBytes += fi.Size()
+		}
+	}
+	return d, nil
+}
+
+func openBenchLog(dir string) (*ledger.Log, error) {
+	keys, err := ledger.LoadOrCreateKeys(dir)
+	if err != nil {
+		return nil, err
+	}
+	store, err := fs.Open(dir, nil)
+	if err != nil {
+		return nil, err
+	}
+	return ledger.Open(context.Background(), ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, CheckpointInterval: -1})
+}
+
+// BenchmarkIndex reports the rebuild's indexing rate and the index's size.
+func BenchmarkIndex(b *testing.B) {
+	d := benchSetup(b)
+	for b.Loop() {
+	}
+	if d.indexRate > 0 {
+		b.ReportMetric(d.indexRate, "events/s")
+		b.ReportMetric(d.indexTime.Seconds(), "rebuild-s")
+	}
+	b.ReportMetric(float64(d.indexBytes)/float64(d.n), "index-bytes/event")
+	b.ReportMetric(float64(d.n), "events")
+}
+
+// selective is the issue's selective query: one actor among 10,000, one
+// day, newest first, a page of 100.
+func (d *benchData) selective(rng *rand.Rand) url.Values {
+	day := d.start.Add(time.Duration(rng.IntN(d.days)) * 24 * time.Hour)
+	return url.Values{
+		"actor": {fmt.Sprintf("user-%05d", rng.IntN(benchActors))},
+		"since": {day.Format(time.RFC3339)}, "until": {day.Add(24 * time.Hour).Format(time.RFC3339)},
+	}
+}
+
+func (d *benchData) rareWord(rng *rand.Rand) url.Values {
+	return url.Values{"q": {d.rare[rng.IntN(len(d.rare))]}}
+}
+
+func benchQueries(b *testing.B, query func(*benchData, *rand.Rand) url.Values, do func(url.Values) int) {
+	d := benchSetup(b)
+	rng := rand.New(rand.NewPCG(9, 9))
+	var times []time.Duration
+	found := 0
+	for b.Loop() {
+		v := query(d, rng)
+		start := time.Now()
+		found += do(v)
+		times = append(times, time.Since(start))
+	}
+	slices.Sort(times)
+	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(times[len(times)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(found)/float64(len(times)), "results/query")
+}
+
+func (d *benchData) search(b *testing.B) func(url.Values) int {
+	return func(v url.Values) int {
+		q, err := ParseQuery(v, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		got, _, err := d.ix.Search(context.Background(), q, d.log.Size())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return len(got)
+	}
+}
+
+func BenchmarkSearchSelective(b *testing.B) {
+	benchQueries(b, (*benchData).selective, benchSetup(b).search(b))
+}
+
+func BenchmarkSearchRareWord(b *testing.B) {
+	benchQueries(b, (*benchData).rareWord, benchSetup(b).search(b))
+}
+
+// httpSearch serves the log over TLS as trail serve does and returns a
+// verifying client's search.
+func (d *benchData) httpSearch(b *testing.B) func(url.Values) int {
+	tmp, err := os.MkdirTemp("", "trail-index-bench-pki-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pki, err := tlsconf.OpenPKI(tlsconf.PKIConfig{Dir: filepath.Join(tmp, "pki")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Log: d.log, LogDir: filepath.Join(d.dir, "log"), ClientCAs: pki.CAPool(), IdempotencyScan: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	Register(srv, d.log, d.ix, nil)
+	d.ix.Start() // indexes the searches' own audit entries
+	tc, err := tlsconf.ServerConfig(tlsconf.Intermediate, tlsconf.StaticCertificate{Certificate: pki.ServerCertificate()}, pki.CAPool())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := server.NewHTTPServer("", srv, server.TLSConfig(tc), nil)
+	go hs.ServeTLS(ln, "", "") // until the benchmark binary exits
+	certPEM, keyPEM, err := pki.IssueClient("auditor", tlsconf.RoleAuditor)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys, err := ledger.LoadOrCreateKeys(d.dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.CAPool(), Certificates: []tls.Certificate{cert}}, ForceAttemptHTTP2: true}}
+	c, err := client.New(client.Config{URL: "https://" + ln.Addr().String(), HTTPClient: hc, VerifierKey: keys.VerifierKey})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return func(v url.Values) int {
+		q := client.SearchQuery{Actor: v.Get("actor"), Text: v.Get("q")}
+		if s := v.Get("since"); s != "" {
+			q.Since, _ = time.Parse(time.RFC3339, s)
+			q.Until, _ = time.Parse(time.RFC3339, v.Get("until"))
+		}
+		page, err := c.Search(context.Background(), q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return len(page.Results)
+	}
+}
+
+var httpOnce sync.Once
+var httpDo func(url.Values) int
+
+func benchHTTP(b *testing.B) func(url.Values) int {
+	d := benchSetup(b)
+	httpOnce.Do(func() { httpDo = d.httpSearch(b) })
+	if httpDo == nil {
+		b.Fatal(errors.New("no server"))
+	}
+	return httpDo
+}
+
+func BenchmarkHTTPSearchSelective(b *testing.B) {
+	benchQueries(b, (*benchData).selective, benchHTTP(b))
+}
+
+func BenchmarkHTTPSearchRareWord(b *testing.B) {
+	benchQueries(b, (*benchData).rareWord, benchHTTP(b))
+}
