@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/trailaudit/trail/client"
 	"github.com/trailaudit/trail/internal/durable"
@@ -126,9 +127,12 @@ func runWitness(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	var vkeys []string
 	for _, l := range logs {
-		k, err := loadKey(l)
-		if err != nil {
-			return fmt.Errorf("-log: %w", err)
+		k := l
+		if b, err := os.ReadFile(l); err == nil {
+			k = strings.TrimSpace(string(b))
+		}
+		if _, err := note.NewVerifier(k); err != nil {
+			return usageError{fmt.Sprintf("-log %q is neither a file holding a log's verifier key nor such a key (trail key prints it)", l)}
 		}
 		vkeys = append(vkeys, k)
 	}
