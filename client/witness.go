@@ -23,9 +23,9 @@ var ErrWitnessQuorum = errors.New("not enough witness cosignatures")
 // of the log it cosigned before.
 type Cosignature struct {
 	// Witness is the witness's name, as in its key.
-	Witness string
+	Witness string `json:"witness"`
 	// Time is when it cosigned.
-	Time time.Time
+	Time time.Time `json:"time"`
 }
 
 // witnessPolicy is which witnesses a client trusts and how many must
