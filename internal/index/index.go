@@ -181,7 +181,13 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, content='', columnsize=0
 // open opens the database and checks that it fits the source. It returns
 // why the index must be rebuilt, or "".
 func (ix *Index) open(ctx context.Context) (string, error) {
-	var err error
+	// It holds what the events say: as private as the log's state. SQLite
+	// gives its -wal and -shm files the database's mode.
+	f, err := os.OpenFile(ix.path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return "", err
+	}
+	f.Close()
 	if ix.w, err = sql.Open("sqlite", dsn(ix.path, "cache_size(-65536)")); err != nil {
 		return "", err
 	}
