@@ -163,6 +163,22 @@ func (c *canonReader) readAll(size int64) ([]byte, error) {
 	return b, nil
 }
 
+// readInto reads the current member, of size bytes, into *buf, growing it
+// as needed, and returns the bytes read.
+func (c *canonReader) readInto(buf *[]byte, size int64) ([]byte, error) {
+	if int64(cap(*buf)) < size {
+		*buf = make([]byte, size)
+	}
+	b := (*buf)[:size]
+	if _, err := io.ReadFull(c.tr, b); err != nil {
+		return nil, c.tarError(err)
+	}
+	if _, err := c.tw.Write(b); err != nil {
+		return nil, c.tarError(err)
+	}
+	return b, nil
+}
+
 // stream passes the current member to fn in pieces.
 func (c *canonReader) stream(fn func([]byte)) error {
 	buf := make([]byte, 256<<10)

@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -72,7 +73,7 @@ func Verify(ctx context.Context, r io.Reader, verifierKey string, opts VerifyOpt
 	if err != nil {
 		return nil, fmt.Errorf("bad verifier key: %w", err)
 	}
-	cr := newCanonReader(r)
+	cr := newCanonReader(bufio.NewReaderSize(r, 64<<10))
 	rep, err := verifyBundle(ctx, cr, v, opts)
 	if err != nil {
 		return nil, err
@@ -155,6 +156,7 @@ func verifyBundle(ctx context.Context, cr *canonReader, v note.Verifier, opts Ve
 	// The entries, bundle by bundle.
 	seen := map[[32]byte]bool{}
 	total := m.To - m.From + 1
+	var tileBuf, entriesBuf []byte // reused: nothing read into them is kept
 	for n := p.first; n <= p.last; n++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -170,7 +172,7 @@ func verifyBundle(ctx context.Context, cr *canonReader, v note.Verifier, opts Ve
 			if size != c2sp.TileWidth*tlog.HashSize {
 				return nil, fail(name, "%d bytes, want %d", size, c2sp.TileWidth*tlog.HashSize)
 			}
-			if level0, err = cr.readAll(size); err != nil {
+			if level0, err = cr.readInto(&tileBuf, size); err != nil {
 				return nil, err
 			}
 			if err := tiles.checkLevel0(p, n, level0); err != nil {
@@ -189,7 +191,7 @@ func verifyBundle(ctx context.Context, cr *canonReader, v note.Verifier, opts Ve
 		if size > maxEntries {
 			return nil, fail(name, "%d bytes, at most %d", size, maxEntries)
 		}
-		b, err := cr.readAll(size)
+		b, err := cr.readInto(&entriesBuf, size)
 		if err != nil {
 			return nil, err
 		}
