@@ -1,7 +1,8 @@
 // Package verify checks a trail data directory offline, as an auditor would:
 // it re-hashes every entry, rebuilds every tile from the level below, checks
 // the bodies of large entries, and checks every signed checkpoint against the
-// verifier key, against the data and against the checkpoint before it.
+// verifier key, against the data and against the checkpoint before it, and
+// the RFC 3161 time-stamps stored beside them (timestamps.go).
 //
 // It reads the files itself, through the fixed formats only (package c2sp,
 // golang.org/x/mod/sumdb/tlog and note, and ledger.ParseLargeRef for the
