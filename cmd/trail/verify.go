@@ -75,6 +75,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	asJSON := fs.Bool("json", false, "print one JSON object instead of text")
 	cf := addClientFlags(fs, false)
 	cf.data, cf.key = dataFlag, key
+	wf := addWitnessFlags(fs)
 	state := fs.String("state", "", "with -server, the trusted state: a `file`, or a directory of one file per log (default: the user's config directory/trail/trusted)")
 	bundleFile := fs.String("bundle", "", "check the export bundle `FILE` offline (needs -key)")
 	receiptFile := fs.String("receipt", "", "check the receipt `FILE` offline (needs -key)")
@@ -91,11 +92,11 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	dir := &dataDir
 	serveJSON := filepath.Join(*dir, serveInfoFile)
 	if *cf.server != "" || *dataFlag == "" && (os.Getenv("TRAIL_SERVER") != "" || exists(serveJSON)) {
-		return verifyServer(ctx, cf, *state, *asJSON, stdout, stderr)
+		return verifyServer(ctx, cf, wf, *state, *asJSON, stdout, stderr)
 	}
 	var online []string
 	fs.Visit(func(f *flag.Flag) {
-		if slices.Contains([]string{"state", "cacert", "cert", "cert-key", "token"}, f.Name) {
+		if slices.Contains([]string{"state", "cacert", "cert", "cert-key", "token", "witness", "witness-quorum"}, f.Name) {
 			online = append(online, "-"+f.Name)
 		}
 	})
@@ -161,9 +162,12 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // verifyServer is trail verify -server: the newest checkpoint of a server,
 // checked against the trusted state and then trusted.
-func verifyServer(ctx context.Context, cf *clientFlags, statePath string, asJSON bool, stdout, stderr io.Writer) error {
+func verifyServer(ctx context.Context, cf *clientFlags, wf *witnessFlags, statePath string, asJSON bool, stdout, stderr io.Writer) error {
 	cfg, err := cf.config(true)
 	if err != nil {
+		return err
+	}
+	if err := wf.apply(&cfg); err != nil {
 		return err
 	}
 	c, err := client.New(cfg)
@@ -213,22 +217,24 @@ func verifyServer(ctx context.Context, cf *clientFlags, statePath string, asJSON
 	default:
 		fmt.Fprintf(stdout, "verified %s: %s size %d root %s, consistent with size %d verified before\n", c.URL(), cur.Origin, cur.Size, cur.Hash, u.Previous.Size)
 	}
+	printCosignatures(stdout, cur)
 	return nil
 }
 
 // serverReport is the -json output of verify -server.
 type serverReport struct {
-	OK           bool       `json:"ok"`
-	Server       string     `json:"server"`
-	Origin       string     `json:"origin"`
-	State        string     `json:"state"`
-	Size         int64      `json:"size,omitempty"`
-	Root         string     `json:"root,omitempty"`
-	RootHex      string     `json:"root_hex,omitempty"`
-	Checkpoint   string     `json:"checkpoint,omitempty"`
-	FirstUse     bool       `json:"first_use,omitempty"`
-	PreviousSize *int64     `json:"previous_size,omitempty"`
-	Error        *jsonError `json:"error,omitempty"`
+	OK           bool                 `json:"ok"`
+	Server       string               `json:"server"`
+	Origin       string               `json:"origin"`
+	State        string               `json:"state"`
+	Size         int64                `json:"size,omitempty"`
+	Root         string               `json:"root,omitempty"`
+	RootHex      string               `json:"root_hex,omitempty"`
+	Checkpoint   string               `json:"checkpoint,omitempty"`
+	FirstUse     bool                 `json:"first_use,omitempty"`
+	PreviousSize *int64               `json:"previous_size,omitempty"`
+	Cosignatures []client.Cosignature `json:"cosignatures,omitempty"`
+	Error        *jsonError           `json:"error,omitempty"`
 }
 
 func printServerJSON(w io.Writer, c *client.Client, state *client.TrustedState, u *client.TrustUpdate, err error) {
@@ -239,6 +245,7 @@ func printServerJSON(w io.Writer, c *client.Client, state *client.TrustedState, 
 		out.RootHex = hex.EncodeToString(u.Current.Hash[:])
 		out.Checkpoint = string(u.Current.Note)
 		out.FirstUse = u.Previous == nil
+		out.Cosignatures = u.Current.Cosignatures
 		if u.Previous != nil {
 			out.PreviousSize = &u.Previous.Size
 		}
