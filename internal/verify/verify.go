@@ -5,8 +5,8 @@
 // the RFC 3161 time-stamps stored beside them (timestamps.go).
 //
 // It reads the files itself, through the fixed formats only (package c2sp,
-// golang.org/x/mod/sumdb/tlog and note, and ledger.ParseLargeRef for the
-// large-entry reference), and shares no code with the engine's recovery in
+// golang.org/x/mod/sumdb/tlog and note, ledger.ParseLargeRef for the
+// large-entry reference, and package tsa's RFC 3161 parser), and shares no code with the engine's recovery in
 // packages ledger and fs: a bug there must not hide damage here.
 // It never writes to the directory. Run it on a stopped log or on a copy: a
 // running log changes under it, and a log that crashed must be reopened (which
