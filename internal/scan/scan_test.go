@@ -574,3 +574,25 @@ func TestCertificateProblems(t *testing.T) {
 		t.Errorf("grade = %s (ignoring trust %s), caps %v; want T (A ignoring trust) for an expired certificate for another name", r.Grade.Letter, r.Grade.IgnoringTrust, r.Grade.Caps)
 	}
 }
+
+// TestSelfSignedLeaf checks that a self-signed leaf that is not a CA
+// (CA:FALSE, as appliances make them) is named self-signed, with no note
+// on a missing intermediate.
+func TestSelfSignedLeaf(t *testing.T) {
+	pair, _ := rsaCert(t, 2048, func(c *x509.Certificate) {
+		c.IsCA = false
+		c.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	})
+	tg := serveHTTPS(t, &tls.Config{Certificates: []tls.Certificate{pair}}, "")
+	r := Scan(t.Context(), tg, scanOpts())
+	if r.Error != "" {
+		t.Fatalf("Scan error: %s", r.Error)
+	}
+	c := r.Certificate
+	if c == nil || len(c.Chain) != 1 || !c.Chain[0].SelfSigned || c.Trusted || c.ChainNote != "" {
+		t.Fatalf("certificate = %+v, want one self-signed, untrusted certificate and no chain note", c)
+	}
+	if r.Grade.Letter != "T" {
+		t.Errorf("grade = %s, want T", r.Grade.Letter)
+	}
+}
