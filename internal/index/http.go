@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/trailaudit/trail/event"
@@ -75,26 +78,42 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 		h.unavailable(w, "couldn't record the search in the log", err)
 		return
 	}
+	// The page is proven against the newest checkpoint; one is signed only
+	// when a result lies past it (an entry of the last second), since
+	// signing costs a few synced writes.
+	indexed := h.ix.Next()
+	idxs, more, err := h.ix.Search(ctx, q, indexed)
+	if err != nil {
+		h.unavailable(w, "couldn't search the index", err)
+		return
+	}
 	cp := h.log.Latest()
-	if indexed := h.ix.Next(); cp == nil || cp.Size < indexed {
+	if cp == nil || len(idxs) > 0 && slices.Max(idxs) >= cp.Size {
 		if cp, err = h.log.Checkpoint(ctx); err != nil {
 			h.unavailable(w, "couldn't sign a checkpoint", err)
 			return
 		}
 	}
-	out := reply{Checkpoint: string(cp.Note), Indexed: h.ix.Next(), Results: []result{}}
-	idxs, more, err := h.ix.Search(ctx, q, cp.Size)
-	if err != nil {
-		h.unavailable(w, "couldn't search the index", err)
-		return
+	out := reply{Checkpoint: string(cp.Note), Indexed: indexed}
+	// Each result is one bundle read and one proof, from all over the log:
+	// a few workers overlap the reads with the hashing.
+	out.Results = make([]result, len(idxs))
+	errs := make([]error, len(idxs))
+	var wg sync.WaitGroup
+	workers := min(len(idxs), 2*runtime.GOMAXPROCS(0))
+	for k := range workers {
+		wg.Go(func() {
+			for j := k; j < len(idxs); j += workers {
+				out.Results[j], errs[j] = h.entry(ctx, idxs[j], cp.Size)
+			}
+		})
 	}
-	for _, i := range idxs {
-		res, err := h.entry(ctx, i, cp.Size)
+	wg.Wait()
+	for j, err := range errs {
 		if err != nil {
-			h.unavailable(w, fmt.Sprintf("couldn't read entry %d", i), err)
+			h.unavailable(w, fmt.Sprintf("couldn't read entry %d", idxs[j]), err)
 			return
 		}
-		out.Results = append(out.Results, res)
 	}
 	if more && len(idxs) > 0 {
 		out.NextCursor = q.cursor(idxs[len(idxs)-1])

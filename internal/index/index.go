@@ -188,7 +188,7 @@ func (ix *Index) open(ctx context.Context) (string, error) {
 		return "", err
 	}
 	f.Close()
-	if ix.w, err = sql.Open("sqlite", dsn(ix.path, "cache_size(-65536)")); err != nil {
+	if ix.w, err = sql.Open("sqlite", dsn(ix.path, "cache_size(-262144)")); err != nil {
 		return "", err
 	}
 	ix.w.SetMaxOpenConns(1)
