@@ -152,6 +152,17 @@ func TestHardenedGoServer(t *testing.T) {
 	if want := []string{"X25519MLKEM768", "x25519", "secp256r1", "secp384r1"}; !slices.Equal(g13, want) {
 		t.Errorf("TLS 1.3 groups = %v, want %v", g13, want)
 	}
+	// TLS 1.2 with an ECDSA certificate: the server needs the
+	// certificate's curve among the client's, whichever group is probed.
+	var g12 []string
+	for _, g := range r.Groups {
+		if g.TLS12 == Yes {
+			g12 = append(g12, g.Name)
+		}
+	}
+	if want := []string{"x25519", "secp256r1", "secp384r1"}; !slices.Equal(g12, want) {
+		t.Errorf("TLS 1.2 groups = %v, want %v", g12, want)
+	}
 	if r.PreferredGroup != "X25519MLKEM768" {
 		t.Errorf("preferred group = %q, want X25519MLKEM768", r.PreferredGroup)
 	}
