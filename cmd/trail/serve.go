@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 
 	"github.com/trailaudit/trail/event"
 
+	"github.com/trailaudit/trail/internal/alert"
 	"github.com/trailaudit/trail/internal/durable"
 	"github.com/trailaudit/trail/internal/index"
 	"github.com/trailaudit/trail/internal/ingest/generic"
@@ -199,7 +201,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	// Each new checkpoint goes to whoever wants it: witnesses (docs/witness.md).
 	// Every hook must return at once; checkpoints are not signed meanwhile.
-	witnesses, err := newWitnessSender(&cfg, data, keys, logger)
+	var alertsReady atomic.Pointer[alert.Manager] // set once the manager exists, below
+	witnesses, err := newWitnessSender(&cfg, data, keys, &alertsReady, logger)
 	if err != nil {
 		store.Close()
 		return err
@@ -320,6 +323,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var mon *monitor
 	am, err := newAlerts(&cfg, srv, l.Origin(), logger)
 	if err == nil {
+		alertsReady.Store(am)
 		wt, err = startWatch(&cfg, am, store, l, keys, logger)
 	}
 	if err == nil {

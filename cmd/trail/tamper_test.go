@@ -25,6 +25,7 @@ import (
 	"github.com/trailaudit/trail/internal/alert"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/storage/fs"
+	"github.com/trailaudit/trail/internal/witness/witnesstest"
 )
 
 // The tamper suite (issue 6): for each attack, a real trail serve process
@@ -36,7 +37,11 @@ import (
 //     it), or the server refusing to start on the damaged directory;
 //   - verify -data: trail verify of the directory, offline, after a stop;
 //   - verify -server: trail verify -server with the trusted state a client
-//     saved before the attack.
+//     saved before the attack;
+//   - witness: a C2SP witness (internal/witness over mutual TLS on
+//     127.0.0.1) that the server sends every checkpoint to, which refuses
+//     a checkpoint that does not extend what it cosigned, and records the
+//     refusal.
 //
 // docs/tamper.md has the table this test prints.
 
@@ -46,10 +51,11 @@ const (
 	bySelf defence = iota
 	byVerifyData
 	byVerifyServer
+	byWitness
 	defences
 )
 
-var defenceNames = [defences]string{"self-verification", "trail verify -data", "trail verify -server (trusted state)"}
+var defenceNames = [defences]string{"self-verification", "trail verify -data", "trail verify -server (trusted state)", "witness"}
 
 // tamperRig is one server under attack and the evidence collected.
 type tamperRig struct {
@@ -62,6 +68,8 @@ type tamperRig struct {
 	srv     *procServer
 	hook    *alertReceiver
 	opsHTTP *http.Client
+	witness *witnesstest.Witness
+	origin  string
 }
 
 // alertReceiver is the alert webhook: HTTPS on 127.0.0.1, checking each
@@ -107,6 +115,14 @@ func newTamperRig(t *testing.T) *tamperRig {
 	secretFile := filepath.Join(work, "hook-secret")
 	writeTestFile(t, caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw}))
 	writeTestFile(t, secretFile, r.hook.secret)
+	// The log's keys exist before its first start, so that the witness
+	// can be told its verifier key.
+	keys, err := ledger.LoadOrCreateKeys(r.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.origin = keys.Verifier.Name()
+	r.witness = witnesstest.Start(t, keys.VerifierKey)
 	writeTestFile(t, r.cfg, fmt.Appendf(nil, `checkpoint_interval: 50ms
 self_check:
   every: 300ms
@@ -116,7 +132,14 @@ alerts:
     - url: %s/alerts
       secret_file: %s
       ca_file: %s
-`, hs.URL, secretFile, caFile))
+witnesses:
+  - name: w1
+    url: %s
+    key: %s
+    ca_file: %s
+    cert_file: %s
+    key_file: %s
+`, hs.URL, secretFile, caFile, r.witness.URL, r.witness.VerifierKey(), r.witness.CAFile, r.witness.CertFile, r.witness.KeyFile))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -216,11 +239,56 @@ func (r *tamperRig) appendEvents(first, n int) {
 	}
 }
 
-// trust runs trail verify -server, saving the trusted state.
+// trust runs trail verify -server, saving the trusted state, and waits
+// for the witness to have cosigned that checkpoint.
 func (r *tamperRig) trust() {
 	r.t.Helper()
-	if out, err := r.cli("verify", "-data", r.dir, "-server", r.srv.url, "-state", r.state); err != nil {
+	out, err := r.cli("verify", "-data", r.dir, "-server", r.srv.url, "-state", r.state, "-json")
+	if err != nil {
 		r.t.Fatalf("trail verify -server before the attack: %v\n%s", err, out)
+	}
+	var v struct {
+		Size int64 `json:"size"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Size == 0 {
+		r.t.Fatalf("trail verify -server -json: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for r.witnessSize() < v.Size {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("the witness did not cosign size %d within 20 s (it has %d)", v.Size, r.witnessSize())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// witnessSize is the size of the newest checkpoint the witness cosigned.
+func (r *tamperRig) witnessSize() int64 {
+	b := r.witness.Latest(r.origin)
+	if b == nil {
+		return 0
+	}
+	lines := strings.SplitN(string(b), "\n", 3)
+	if len(lines) < 3 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(lines[1], 10, 64)
+	return n
+}
+
+// witnessRefusal waits up to wait for the witness to record a refusal and
+// returns it, or "".
+func (r *tamperRig) witnessRefusal(wait time.Duration) string {
+	r.t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		if rs := r.witness.Refusals(r.t); len(rs) > 0 {
+			return fmt.Sprintf("refused (%s, HTTP %d): %s", rs[0].Reason, rs[0].Status, rs[0].Message)
+		}
+		if time.Now().After(deadline) {
+			return ""
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -231,9 +299,11 @@ func (r *tamperRig) cli(args ...string) (string, error) {
 	return strings.TrimSpace(out.String()), err
 }
 
-// selfAlert waits up to wait for /healthz to turn unhealthy and returns
-// what it names, with the alert the webhook received; "" if neither came.
-func (r *tamperRig) selfAlert(wait time.Duration) string {
+// selfAlert waits up to wait for /healthz to turn unhealthy with an alert
+// of kind (log.damage: self-verification; witness.refused: a witness's
+// refusal, reported by the log) and returns what it names, once the
+// webhook has received the same alert; "" if none came.
+func (r *tamperRig) selfAlert(kind string, wait time.Duration) string {
 	r.t.Helper()
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
@@ -249,25 +319,31 @@ func (r *tamperRig) selfAlert(wait time.Duration) string {
 				if err := json.Unmarshal(b, &h); err != nil || h.Status != "unhealthy" || len(h.Problems) == 0 {
 					r.t.Errorf("/healthz 503 body %q, want status unhealthy with problems", b)
 				}
-				r.waitWebhook(h.Problems[0])
-				return h.Problems[0]
+				for _, p := range h.Problems {
+					if strings.HasPrefix(p, kind+": ") {
+						r.waitWebhook(kind, p)
+						return p
+					}
+				}
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if a := r.hook.got(); len(a) > 0 {
-		r.t.Errorf("webhook got %+v but /healthz stayed healthy", a[0])
+	for _, a := range r.hook.got() {
+		if a.Kind == kind {
+			r.t.Errorf("webhook got %+v but /healthz did not name it", a)
+		}
 	}
 	return ""
 }
 
 // waitWebhook checks that the webhook received the alert /healthz named.
-func (r *tamperRig) waitWebhook(problem string) {
+func (r *tamperRig) waitWebhook(kind, problem string) {
 	r.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, a := range r.hook.got() {
-			if strings.HasSuffix(problem, a.Summary) && a.Where != "" && a.Kind == "log.damage" {
+			if strings.HasSuffix(problem, a.Summary) && a.Where != "" && a.Kind == kind {
 				return
 			}
 		}
@@ -359,29 +435,29 @@ func TestTamperSuite(t *testing.T) {
 		{"one byte of an entry (sealed bundle)", func(r *tamperRig) {
 			b, _ := os.ReadFile(r.file("log/tile/entries/000"))
 			r.flip("log/tile/entries/000", int64(bytes.Index(b, []byte(`"d17"`))+2))
-		}, [defences]expect{yes, yes, no}},
+		}, [defences]expect{yes, yes, no, no}},
 		{"one byte of a hash tile", func(r *tamperRig) {
 			r.flip("log/tile/0/001", 32*9+3)
-		}, [defences]expect{yes, yes, no}},
+		}, [defences]expect{yes, yes, no, no}},
 		{"one byte of the checkpoint history", func(r *tamperRig) {
 			r.flip("state/checkpoints", 120)
-		}, [defences]expect{yes, yes, no}},
+		}, [defences]expect{yes, yes, no, no}},
 		{"one byte of the published checkpoint", func(r *tamperRig) {
 			r.flip("log/checkpoint", -10) // inside the signature
-		}, [defences]expect{yes, maybe, maybe}}, // the next checkpoint replaces the file
+		}, [defences]expect{yes, maybe, maybe, no}}, // the next checkpoint replaces the file
 		{"tail of an entry bundle truncated", func(r *tamperRig) {
 			p := r.file("log/tile/entries/001")
 			fi, _ := os.Stat(p)
 			os.Truncate(p, fi.Size()-300)
-		}, [defences]expect{yes, yes, no}},
+		}, [defences]expect{yes, yes, no, no}},
 		{"a hash tile deleted", func(r *tamperRig) {
 			os.Remove(r.file("log/tile/0/000"))
-		}, [defences]expect{yes, yes, no}},
+		}, [defences]expect{yes, yes, no, no}},
 		{"entries removed from the end (server stopped)", func(r *tamperRig) {
 			r.stop()
 			n := removeLastEntries(r, 10)
 			r.t.Logf("removed the last %d entries from the staging files", n)
-		}, [defences]expect{yes, yes, no}},
+		}, [defences]expect{yes, yes, no, no}},
 		{"an older data directory put back (rollback)", func(r *tamperRig) {
 			r.stop()
 			old := r.dir + ".old"
@@ -392,11 +468,11 @@ func TestTamperSuite(t *testing.T) {
 			r.stop()
 			os.RemoveAll(r.dir)
 			os.Rename(old, r.dir)
-		}, [defences]expect{no, no, yes}},
+		}, [defences]expect{no, no, yes, yes}},
 		{"log rebuilt with one event changed, re-signed with the log's key", func(r *tamperRig) {
 			r.stop()
 			rebuildWithChange(r, 42)
-		}, [defences]expect{no, no, yes}},
+		}, [defences]expect{no, no, yes, yes}},
 	}
 	var results []attackResult
 	for _, a := range attacks {
@@ -411,11 +487,20 @@ func TestTamperSuite(t *testing.T) {
 			// The server, running on the attacked directory (restarted
 			// if the attack stopped it).
 			if !exited(r.srv) {
-				res.caught[bySelf] = r.selfAlert(8 * time.Second)
+				res.caught[bySelf] = r.selfAlert("log.damage", 8*time.Second)
+				res.caught[byWitness] = r.witnessRefusal(0)
 			} else if err := r.tryStart(); err != "" {
 				res.caught[bySelf] = "refused to start: " + err
 			} else {
-				res.caught[bySelf] = r.selfAlert(3 * time.Second)
+				res.caught[bySelf] = r.selfAlert("log.damage", 3*time.Second)
+				if res.caught[byWitness] = r.witnessRefusal(5 * time.Second); res.caught[byWitness] != "" {
+					// The log hears the refusal too, and alerts.
+					if a := r.selfAlert("witness.refused", 10*time.Second); a == "" {
+						t.Errorf("the witness refused, but the log raised no witness.refused alert")
+					} else {
+						res.caught[byWitness] += "; the log alerted: " + a
+					}
+				}
 			}
 			if r.srv != nil && !exited(r.srv) {
 				if out, err := r.cli("verify", "-data", r.dir, "-server", r.srv.url, "-state", r.state); err != nil {
@@ -449,7 +534,7 @@ func TestTamperSuite(t *testing.T) {
 		})
 	}
 	var tbl strings.Builder
-	fmt.Fprintf(&tbl, "\n| attack | %s |\n|---|---|---|---|\n", strings.Join(defenceNames[:], " | "))
+	fmt.Fprintf(&tbl, "\n| attack | %s |\n|---|---|---|---|---|\n", strings.Join(defenceNames[:], " | "))
 	for _, res := range results {
 		fmt.Fprintf(&tbl, "| %s |", res.name)
 		for _, c := range res.caught {

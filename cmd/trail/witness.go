@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/trailaudit/trail/client"
+	"github.com/trailaudit/trail/internal/alert"
 	"github.com/trailaudit/trail/internal/durable"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/server"
@@ -404,7 +406,10 @@ const cosignedCheckpointFile = "state/cosigned-checkpoint"
 
 // newWitnessSender returns the sender of checkpoints to the configured
 // witnesses, or nil if there are none.
-func newWitnessSender(cfg *serveConfig, data string, keys *ledger.Keys, logger *slog.Logger) (*witness.Sender, error) {
+//
+// A witness's refusal (a fork or rollback of what it cosigned) is raised
+// as a critical alert through the manager alerts holds by then.
+func newWitnessSender(cfg *serveConfig, data string, keys *ledger.Keys, alerts *atomic.Pointer[alert.Manager], logger *slog.Logger) (*witness.Sender, error) {
 	if len(cfg.Witnesses) == 0 {
 		return nil, nil
 	}
@@ -426,6 +431,20 @@ func newWitnessSender(cfg *serveConfig, data string, keys *ledger.Keys, logger *
 		LogVerifier: keys.Verifier,
 		File:        filepath.Join(data, filepath.FromSlash(cosignedCheckpointFile)),
 		Logger:      logger,
+		OnRefusal: func(name string, size int64, err error) {
+			am := alerts.Load()
+			if am == nil {
+				logger.Error("ALERT witness refused a checkpoint (before alerts were ready)", "witness", name, "size", size, "err", err)
+				return
+			}
+			am.Raise(alert.Alert{
+				Kind:     "witness.refused",
+				Severity: alert.Critical,
+				Where:    "witness " + name,
+				Summary:  fmt.Sprintf("witness %s refused the checkpoint of size %d: %v", name, size, err),
+				Details:  map[string]any{"witness": name, "size": size},
+			})
+		},
 	})
 }
 

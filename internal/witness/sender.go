@@ -96,7 +96,23 @@ type SenderConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Logger receives witness failures and refusals. Default: discard.
 	Logger *slog.Logger
+	// OnRefusal, if not nil, is called when a witness refuses a checkpoint
+	// as not extending what it cosigned (a fork or a rollback), or has
+	// cosigned a larger tree than the log holds: evidence that the log's
+	// history changed, for an alert. It is called from the witness's
+	// goroutine, at most once per checkpoint size and witness.
+	OnRefusal func(witness string, size int64, err error)
 }
+
+// RefusalError is a witness's refusal of a checkpoint: the evidence kind
+// that Config.OnRefusal receives.
+type RefusalError struct {
+	Witness string
+	Size    int64
+	Reason  string
+}
+
+func (e *RefusalError) Error() string { return e.Reason }
 
 // Prover gives consistency proofs of the log: *ledger.Log is one.
 type Prover interface {
@@ -327,7 +343,8 @@ func (s *Sender) Checkpoint() []byte {
 func (s *Sender) run(w *target) {
 	defer s.wg.Done()
 	backoff := time.Duration(0)
-	var done int64 = -1 // size of the last checkpoint this witness cosigned
+	var done int64 = -1     // size of the last checkpoint this witness cosigned
+	var reported int64 = -1 // size of the last refusal passed to OnRefusal
 	for {
 		if backoff > 0 {
 			t := time.NewTimer(backoff)
@@ -369,6 +386,19 @@ func (s *Sender) run(w *target) {
 			}
 			backoff = min(max(2*backoff, s.cfg.MinBackoff), s.cfg.MaxBackoff)
 			s.log.Warn("witness failed; retrying", "witness", w.Name, "size", cp.Size, "in", backoff, "err", err)
+			var re *RefusalError
+			var ue *refusedError
+			switch {
+			case s.cfg.OnRefusal == nil || reported == cp.Size:
+			case errors.As(err, &re):
+				reported = cp.Size
+				s.cfg.OnRefusal(w.Name, cp.Size, err)
+			case errors.As(err, &ue) && ue.status == http.StatusUnprocessableEntity:
+				// The consistency proof the log sent did not check
+				// against what the witness cosigned: a fork.
+				reported = cp.Size
+				s.cfg.OnRefusal(w.Name, cp.Size, err)
+			}
 			continue
 		}
 		backoff = 0
@@ -396,7 +426,7 @@ func (s *Sender) send(ctx context.Context, w *target, cp *ledger.Checkpoint) (st
 		old := max(w.known, 0)
 		if old > cp.Size {
 			s.requests.WithLabelValues(w.Name, "error").Inc()
-			return "", fmt.Errorf("the witness has cosigned a checkpoint of size %d, larger than the log's newest, %d: the log lost entries it had signed (rolled back), or the witness was shown a fork", old, cp.Size)
+			return "", &RefusalError{Witness: w.Name, Size: cp.Size, Reason: fmt.Sprintf("the witness has cosigned a checkpoint of size %d, larger than the log's newest, %d: the log lost entries it had signed (rolled back), or the witness was shown a fork", old, cp.Size)}
 		}
 		req := Request{OldSize: old, Checkpoint: cp.Note}
 		if old > 0 && old < cp.Size {
@@ -431,7 +461,7 @@ func (s *Sender) send(ctx context.Context, w *target, cp *ledger.Checkpoint) (st
 				return "", fmt.Errorf("the witness answered 409 without its size (%.100q)", body)
 			}
 			if n == old || attempt >= 2 {
-				return "", fmt.Errorf("the witness refused the checkpoint of size %d (409 Conflict, its size %d): a fork of what it cosigned", cp.Size, n)
+				return "", &RefusalError{Witness: w.Name, Size: cp.Size, Reason: fmt.Sprintf("the witness refused the checkpoint of size %d (409 Conflict, its size %d): a fork of what it cosigned", cp.Size, n)}
 			}
 			w.known = n
 		default:
