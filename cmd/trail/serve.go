@@ -310,9 +310,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return errors.Join(fmt.Errorf("syslog listener: %w", err), l.Close())
 		}
 	}
-	// Self-verification and alerts (docs/tamper.md, docs/alerts.md).
-	// TLS monitoring: scans (the first as soon as the listeners serve)
-	// and certificate expiry (docs/scan.md).
+	// Alerts and self-verification (docs/alerts.md, docs/tamper.md), and
+	// TLS monitoring: scans (the first as soon as the listeners serve) and
+	// certificate expiry (docs/scan.md).
 	self := []string{ln.Addr().String()}
 	if opsLn != nil {
 		self = append(self, opsLn.Addr().String())
