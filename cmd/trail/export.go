@@ -21,6 +21,7 @@ import (
 	"github.com/trailaudit/trail/client"
 	"github.com/trailaudit/trail/event"
 	"github.com/trailaudit/trail/internal/bundle"
+	"github.com/trailaudit/trail/internal/durable"
 )
 
 const exportHelp = `Usage: trail export -o FILE [-from N] [-to M] [flags]
@@ -174,6 +175,9 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		if err := os.Link(tmp.Name(), *out); err != nil {
 			return fmt.Errorf("couldn't write %s: %w", *out, err)
+		}
+		if err := durable.SyncDir(filepath.Dir(*out)); err != nil {
+			return err
 		}
 	}
 

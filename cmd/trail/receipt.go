@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/trailaudit/trail/internal/bundle"
+	"github.com/trailaudit/trail/internal/durable"
 )
 
 const receiptHelp = `Usage: trail receipt [-o FILE] [flags] INDEX
@@ -87,7 +88,7 @@ func runReceipt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return nil
 	}
-	if err := writeNew(*out, r.Proof); err != nil {
+	if err := durable.CreateFile(*out, r.Proof, 0o600); err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "trail: receipt of entry %d in the tree of size %d of %s, root %s, written to %s\n", index, r.TreeSize, r.Origin, r.Root, *out)
@@ -96,29 +97,10 @@ func runReceipt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(stderr, "trail: note: entry %d is a large entry whose body the server cannot serve: the receipt proves its reference (sha256 %x, %d bytes); read the body with -data\n", index, ref.SHA256, ref.Size)
 			return nil
 		}
-		if err := writeNew(*out+".body", r.Body); err != nil {
+		if err := durable.CreateFile(*out+".body", r.Body, 0o600); err != nil {
 			return err
 		}
 		fmt.Fprintf(stderr, "trail: the body of the large entry (%d bytes) is in %s.body\n", len(r.Body), *out)
 	}
 	return nil
-}
-
-// writeNew writes a new file of mode 0600, never replacing one.
-func writeNew(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-	}
-	return err
 }

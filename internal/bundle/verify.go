@@ -179,8 +179,8 @@ func verifyBundle(ctx context.Context, cr *canonReader, v note.Verifier, opts Ve
 				return nil, err
 			}
 			rep.Tiles++
-		} else {
-			level0 = tiles.data[[2]int64{0, n}]
+		} else if level0 = tiles.data[[2]int64{0, n}]; len(level0) != p.width(n)*tlog.HashSize {
+			return nil, fmt.Errorf("bundle: no level-0 tile for bundle %d in the plan", n) // cannot happen: tlog plans it
 		}
 
 		name := entriesPath(n)
