@@ -81,7 +81,7 @@ func export(t testing.TB, src Source, key string, opts ExportOptions) ([]byte, *
 }
 
 func TestRoundTrip(t *testing.T) {
-	for _, size := range []int{1, 255, 256, 257, 300, 512, 70000} {
+	for _, size := range []int{1, 255, 256, 257, 300, 512, 65536, 70000} {
 		dir, key := testLog(t, size, 1000, plainLeaf)
 		src := Dir{Root: dir}
 		s := int64(size)
@@ -327,4 +327,38 @@ func FuzzVerifyReceipt(f *testing.F) {
 			t.Fatalf("a receipt of entry %d, leaf %q, verified", got.Index, got.Leaf)
 		}
 	})
+}
+
+// TestPlan checks, for many tree sizes and ranges, what Verify relies on:
+// the parent of every full level-0 tile, and every partial level-0 tile of
+// the range, are in the head.
+func TestPlan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	sizes := []int64{1, 2, 255, 256, 257, 511, 512, 513, 65535, 65536, 65537, 65792, 16777216, 16777217}
+	for range 200 {
+		sizes = append(sizes, 1+rng.Int64N(1<<26))
+	}
+	for _, size := range sizes {
+		for range 5 {
+			from := rng.Int64N(size)
+			to := from + rng.Int64N(min(size-from, 5000))
+			p, err := makePlan(size, from, to)
+			if err != nil {
+				t.Fatalf("makePlan(%d, %d, %d) = %v", size, from, to, err)
+			}
+			head := map[[2]int64]int{}
+			for _, tl := range p.head {
+				head[[2]int64{int64(tl.L), tl.N}] = tl.W
+			}
+			for n := p.first; n <= p.last; n++ {
+				if p.fullLevel0(n) {
+					if _, ok := head[[2]int64{1, n / 256}]; !ok {
+						t.Fatalf("makePlan(%d, %d, %d): no parent of tile 0/%d", size, from, to, n)
+					}
+				} else if w := head[[2]int64{0, n}]; w != p.width(n) {
+					t.Fatalf("makePlan(%d, %d, %d): partial tile 0/%d of width %d, want %d", size, from, to, n, w, p.width(n))
+				}
+			}
+		}
+	}
 }
