@@ -75,7 +75,8 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cf := addClientFlags(fs, true)
 	out := fs.String("o", "", "write the bundle to `FILE` (- for standard output)")
 	from := fs.Int64("from", 0, "the first `index` to export")
-	to := fs.Int64("to", -1, "the last `index` to export (default the newest)")
+	to := &lastIndex{n: -1}
+	fs.Var(to, "to", "the last `index` to export (default the newest)")
 	since := fs.String("since", "", "export entries received at or after `TIME`")
 	until := fs.String("until", "", "export entries received before `TIME`")
 	slack := fs.Duration("slack", bundle.DefaultSlack, "how far received times may run out of order")
@@ -98,7 +99,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if set["slack"] && *slack <= 0 {
 		return usageError{"export: -slack must be positive"}
 	}
-	opts := bundle.ExportOptions{From: *from, To: *to, Slack: *slack}
+	opts := bundle.ExportOptions{From: *from, To: to.n, Slack: *slack}
 	now := time.Now()
 	var err error
 	if *since != "" {
@@ -352,4 +353,26 @@ func (b *bundleBar) clear() {
 	if b != nil {
 		b.bar.clear()
 	}
+}
+
+// lastIndex is -to: an index, or -1 (unset) for the newest entry.
+type lastIndex struct {
+	n   int64
+	set bool
+}
+
+func (l *lastIndex) String() string {
+	if l == nil || !l.set {
+		return ""
+	}
+	return strconv.FormatInt(l.n, 10)
+}
+
+func (l *lastIndex) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return errors.New("want a number from 0")
+	}
+	l.n, l.set = n, true
+	return nil
 }
