@@ -23,7 +23,7 @@ import (
 	"github.com/trailaudit/trail/internal/verify"
 )
 
-const verifyHelp = `Usage: trail verify [-data DIR] [-key FILE|VKEY] [-json]
+const verifyHelp = `Usage: trail verify [-data DIR] [-key FILE|VKEY] [-tsa-ca FILE] [-json]
        trail verify -bundle FILE -key FILE|VKEY [-json]
        trail verify -receipt FILE -key FILE|VKEY [-json]
        trail verify -server URL [-state FILE|DIR] [-key FILE|VKEY] [-json] [connection flags]
@@ -41,6 +41,13 @@ directory can replace it, so an auditor passes their own copy with -key
 On success it prints the tree size, the root hash, the newest checkpoint
 and what was checked, and exits 0. Otherwise it prints the first problem,
 naming the entry, file or checkpoint and what differs, and exits 1.
+
+Checkpoints time-stamped by an RFC 3161 authority (DIR/state/timestamps,
+docs/timestamps.md) are checked too: each token must stamp its checkpoint
+and be validly signed by a time-stamping certificate; with -tsa-ca, that
+certificate must chain to the CA in FILE (else the report says the chain
+was not checked). It reports how many checkpoints carry time evidence and
+the times they were stamped.
 
 With -server it verifies a running server instead, as a client that
 remembers what it saw: it fetches the newest checkpoint, checks its
@@ -76,6 +83,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cf := addClientFlags(fs, false)
 	cf.data, cf.key = dataFlag, key
 	wf := addWitnessFlags(fs)
+	tsaCA := fs.String("tsa-ca", "", "the PEM `file` of the RFC 3161 TSA's CA that the stored time-stamps must chain to (default: chains not checked)")
 	state := fs.String("state", "", "with -server, the trusted state: a `file`, or a directory of one file per log (default: the user's config directory/trail/trusted)")
 	bundleFile := fs.String("bundle", "", "check the export bundle `FILE` offline (needs -key)")
 	receiptFile := fs.String("receipt", "", "check the receipt `FILE` offline (needs -key)")
@@ -91,6 +99,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	dataDir := cf.dataDir()
 	dir := &dataDir
 	serveJSON := filepath.Join(*dir, serveInfoFile)
+	if *tsaCA != "" && *cf.server != "" {
+		return usageError{"-tsa-ca: only with -data (time-stamps are checked in the data directory)"}
+	}
 	if *cf.server != "" || *dataFlag == "" && (os.Getenv("TRAIL_SERVER") != "" || exists(serveJSON)) {
 		return verifyServer(ctx, cf, wf, *state, *asJSON, stdout, stderr)
 	}
@@ -106,7 +117,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if exists(serveJSON) && !*asJSON {
 		fmt.Fprintf(stderr, "trail: warning: a server is running from %s (see %s): what it appends meanwhile may fail the check; stop it, verify a copy, or verify it online with -server\n", *dir, serveJSON)
 	}
-	opts := verify.Options{}
+	opts := verify.Options{TSACAFile: *tsaCA}
 	if *key != "" {
 		k, err := loadKey(*key)
 		if err != nil {
@@ -156,6 +167,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "checked    %d entries (%d large), %d entry bundles, %d hash tiles, %d checkpoints: %s in %.2fs (%s/s)\n",
 		rep.Entries, rep.LargeEntries, rep.Bundles, rep.Tiles, rep.Checkpoints,
 		formatBytes(float64(rep.Bytes)), rep.Duration.Seconds(), formatBytes(float64(rep.Bytes)/max(rep.Duration.Seconds(), 1e-9)))
+	if tm := rep.Time; tm.Stamped > 0 || tm.ChainChecked {
+		printTimeEvidence(stdout, stderr, tm, rep.Checkpoints, *tsaCA)
+	}
 	fmt.Fprintf(stdout, "newest checkpoint:\n%s", rep.Checkpoint)
 	return nil
 }
@@ -293,6 +307,7 @@ type jsonReport struct {
 	Seconds      float64    `json:"seconds"`
 	Key          string     `json:"key,omitempty"`
 	KeyFromDir   bool       `json:"key_from_dir"`
+	Time         *jsonTime  `json:"time_evidence,omitempty"`
 	Warnings     []string   `json:"warnings,omitempty"`
 	Error        *jsonError `json:"error,omitempty"`
 }
@@ -317,6 +332,12 @@ func printJSON(w io.Writer, rep *verify.Report, err error) {
 		Key:          rep.Key,
 		KeyFromDir:   rep.KeyFromDir,
 		Warnings:     rep.Warnings,
+	}
+	if tm := rep.Time; tm.Stamped > 0 || tm.ChainChecked {
+		out.Time = &jsonTime{Stamped: tm.Stamped, LastSize: tm.LastSize, ChainChecked: tm.ChainChecked}
+		if tm.Stamped > 0 {
+			out.Time.First, out.Time.Last, out.Time.LastSizeTime = &tm.First, &tm.Last, &tm.LastSizeTime
+		}
 	}
 	if err == nil {
 		out.Root = base64.StdEncoding.EncodeToString(rep.Root[:])
