@@ -65,7 +65,7 @@ func TestExportWitnesses(t *testing.T) {
 	}
 	bundleFile, receiptFile := filepath.Join(dir, "b.tar"), filepath.Join(dir, "r.tlog-proof")
 	trail(0, "export", "-data", data, "-no-record", "-o", bundleFile, "-from", "10", "-to", "20")
-	trail(0, "receipt", "-data", data, "-o", receiptFile, "15")
+	trail(0, "receipt", "-data", data, "-no-record", "-o", receiptFile, "15")
 
 	// Without -witness the cosignature is listed as not checked.
 	_, stderr := trail(0, "verify", "-bundle", bundleFile, "-key", keys.VerifierKey)

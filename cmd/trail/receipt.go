@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/trailaudit/trail/internal/bundle"
 	"github.com/trailaudit/trail/internal/durable"
@@ -30,12 +33,16 @@ receipt as FILE.body, where verify -receipt finds it. A server cannot serve
 such bodies: read them with -data.
 
 The log is read from a running server (on the server's machine no flag is
-needed), or, with -data DIR, from a data directory, offline.
+needed), or, with -data DIR, from a data directory, offline. The receipt is
+recorded in the log (action trail.receipt, with the index and leaf hash),
+as trail export records exports: through the server as admin on its
+machine, else with the identity given if it may append (a reader gets a
+warning); -no-record skips it.
 ` + clientHelp + `
 Examples:
   trail receipt 41 > 41.tlog-proof
   trail receipt -o 41.tlog-proof 41
-  trail receipt -data /mnt/snapshot -key auditor/log.vkey 41
+  trail receipt -data /mnt/snapshot -key auditor/log.vkey -no-record 41
 
 Flags:
 `
@@ -46,6 +53,7 @@ func runReceipt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("receipt", stderr, receiptHelp)
 	cf := addClientFlags(fs, true)
 	out := fs.String("o", "", "write the receipt to `FILE` instead of standard output")
+	noRecord := fs.Bool("no-record", false, "do not record the receipt in the log")
 	arg, err := parseNameAndFlags(fs, args)
 	if err != nil {
 		if ue, ok := err.(usageError); ok && strings.HasSuffix(ue.msg, "missing NAME") {
@@ -77,6 +85,17 @@ func runReceipt(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return errors.New(strings.Replace(err.Error(), bundle.ErrRange.Error()+": ", "", 1))
 		}
 		return err
+	}
+	if !*noRecord {
+		lh := tlog.RecordHash(r.Leaf)
+		details := map[string]any{"index": index, "tree_size": r.TreeSize, "leaf_hash": base64.StdEncoding.EncodeToString(lh[:])}
+		rec, err := bs.record(ctx, "trail.receipt", r.Origin, details, stderr)
+		if err != nil {
+			return fmt.Errorf("receipt not recorded in the log, so not written: %w (-no-record writes it without recording)", err)
+		}
+		if rec >= 0 {
+			defer fmt.Fprintf(stderr, "trail: the receipt is recorded in the log as entry %d\n", rec)
+		}
 	}
 	ref, large := r.LargeRef()
 	if *out == "" {
