@@ -20,11 +20,27 @@ import (
 func stampedLog(t *testing.T, a *tsatest.TSA) (dir string, notes map[int64][]byte) {
 	t.Helper()
 	dir = t.TempDir()
+	notes = buildCheckpoints(t, dir, "")
+	os.MkdirAll(filepath.Join(dir, tsa.Dir), 0o755)
+	for size, note := range notes {
+		stamp(t, a, dir, size, note)
+	}
+	return dir, notes
+}
+
+// buildCheckpoints appends entries to the log in dir, signing checkpoints of
+// sizes 0, 1, 3 and 6; the third entry's action is action if not empty.
+func buildCheckpoints(t *testing.T, dir, action string) map[int64][]byte {
+	t.Helper()
 	l := openLog(t, dir)
-	notes = map[int64][]byte{}
+	notes := map[int64][]byte{}
 	for i := range 4 {
 		for j := range i {
-			if _, err := l.Append(t.Context(), fmt.Appendf(nil, `{"i":%d,"j":%d}`, i, j)); err != nil {
+			e := fmt.Appendf(nil, `{"i":%d,"j":%d}`, i, j)
+			if i == 2 && j == 0 && action != "" {
+				e = fmt.Appendf(nil, `{"i":%d,"j":%d,"action":%q}`, i, j, action)
+			}
+			if _, err := l.Append(t.Context(), e); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -37,11 +53,7 @@ func stampedLog(t *testing.T, a *tsatest.TSA) (dir string, notes map[int64][]byt
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(dir, tsa.Dir), 0o755)
-	for size, note := range notes {
-		stamp(t, a, dir, size, note)
-	}
-	return dir, notes
+	return notes
 }
 
 // stamp asks a to stamp note and stores it as the time-stamp of size.
@@ -155,6 +167,30 @@ func TestTimestamps(t *testing.T) {
 		rep, err := verify.Dir(t.Context(), dir, verify.Options{})
 		if err != nil || rep.Time.ChainChecked {
 			t.Fatalf("Dir = %v, ChainChecked %v; want success with the chain not checked", err, rep.Time.ChainChecked)
+		}
+	})
+	t.Run("log rebuilt and re-signed", func(t *testing.T) {
+		// The operator's attack: the whole log rebuilt with the same key and
+		// one entry changed. Every checkpoint verifies, but the time-stamps
+		// kept from before stamp the old checkpoints.
+		dir := t.TempDir()
+		os.MkdirAll(filepath.Join(dir, "keys"), 0o700)
+		for _, f := range []string{"keys/log.key", "keys/log.vkey"} {
+			copyFile(t, filepath.Join(base, f), filepath.Join(dir, f))
+		}
+		buildCheckpoints(t, dir, "rewritten")
+		if _, err := verify.Dir(t.Context(), dir, verify.Options{}); err != nil {
+			t.Fatalf("the rebuilt log without time-stamps: %v", err)
+		}
+		os.MkdirAll(filepath.Join(dir, tsa.Dir), 0o755)
+		for _, size := range []int64{0, 1, 3, 6} {
+			copyFile(t, filepath.Join(base, tsa.Dir, tsa.TokenFile(size)), filepath.Join(dir, tsa.Dir, tsa.TokenFile(size)))
+		}
+		_, err := verify.Dir(t.Context(), dir, verify.Options{TSACAFile: a.CAFile})
+		var f *verify.Failure
+		want := filepath.Join(dir, tsa.Dir, tsa.TokenFile(3)) // the first checkpoint covering the changed entry
+		if !errors.As(err, &f) || f.Where != want || !strings.Contains(f.What, "does not stamp the checkpoint of size 3") {
+			t.Fatalf("Dir(rebuilt log, old time-stamps) = %v, want a failure at %s", err, want)
 		}
 	})
 	t.Run("unexpected file", func(t *testing.T) {
