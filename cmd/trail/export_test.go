@@ -48,7 +48,8 @@ func TestExportWitnesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cpPath, cosigned, 0o644); err != nil {
+	// Kept as trail serve keeps it, beside the ledger's own log/checkpoint.
+	if err := os.WriteFile(filepath.Join(data, "state", "cosigned-checkpoint"), cosigned, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	wfile := filepath.Join(dir, "w1.vkey")
@@ -65,7 +66,7 @@ func TestExportWitnesses(t *testing.T) {
 	}
 	bundleFile, receiptFile := filepath.Join(dir, "b.tar"), filepath.Join(dir, "r.tlog-proof")
 	trail(0, "export", "-data", data, "-no-record", "-o", bundleFile, "-from", "10", "-to", "20")
-	trail(0, "receipt", "-data", data, "-no-record", "-o", receiptFile, "15")
+	trail(0, "receipt", "-data", data, "-o", receiptFile, "15")
 
 	// Without -witness the cosignature is listed as not checked.
 	_, stderr := trail(0, "verify", "-bundle", bundleFile, "-key", keys.VerifierKey)

@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -47,12 +48,25 @@ func (d Dir) String() string { return d.Root }
 
 func (d Dir) path(rel string) string { return filepath.Join(d.Root, filepath.FromSlash(rel)) }
 
+// Checkpoint returns log/checkpoint, or its cosigned form if the server
+// kept one (state/cosigned-checkpoint, written when witnesses are
+// configured) for that same checkpoint.
 func (d Dir) Checkpoint(ctx context.Context) ([]byte, error) {
 	b, err := os.ReadFile(d.path("log/checkpoint"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s holds no signed checkpoint (log/checkpoint): not a trail data directory, or an empty log", d.Root)
 	}
-	return b, err
+	if err != nil {
+		return nil, err
+	}
+	if cb, err := os.ReadFile(d.path("state/cosigned-checkpoint")); err == nil {
+		text, _, ok1 := bytes.Cut(b, []byte("\n\n"))
+		ctext, _, ok2 := bytes.Cut(cb, []byte("\n\n"))
+		if ok1 && ok2 && bytes.Equal(text, ctext) {
+			return cb, nil
+		}
+	}
+	return b, nil
 }
 
 func (d Dir) ReadTile(ctx context.Context, t c2sp.Tile) ([]byte, error) {

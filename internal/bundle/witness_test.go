@@ -15,8 +15,9 @@ import (
 	"github.com/trailaudit/trail/internal/witness/cosig"
 )
 
-// cosign adds a cosignature by a new witness named name to the data
-// directory's published checkpoint and returns the witness's key.
+// cosign keeps a cosigned form of the data directory's newest checkpoint,
+// by a new witness named name, as trail serve does, and returns the
+// witness's key.
 func cosign(t *testing.T, dir, logKey, name string) string {
 	t.Helper()
 	skey, vkey, err := cosig.GenerateKey(rand.Reader, name)
@@ -31,8 +32,7 @@ func cosign(t *testing.T, dir, logKey, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "log", "checkpoint")
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(filepath.Join(dir, "log", "checkpoint"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,8 @@ func cosign(t *testing.T, dir, logKey, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, signed, 0o644); err != nil {
+	// As trail serve keeps it; log/checkpoint stays as the ledger wrote it.
+	if err := os.WriteFile(filepath.Join(dir, "state", "cosigned-checkpoint"), signed, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return vkey
