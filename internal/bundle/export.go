@@ -147,7 +147,11 @@ func write(ctx context.Context, src Source, p *plan, m Manifest, signed []byte, 
 	}
 	seen := map[[32]byte]bool{}
 	total := p.to - p.from + 1
-	err := fetchOrdered(ctx, p.first, p.last, max(opts.Parallel, 1), func(ctx context.Context, n int64) (*unit, error) {
+	par := opts.Parallel
+	if par <= 0 {
+		par = 8
+	}
+	err := fetchOrdered(ctx, p.first, p.last, par, func(ctx context.Context, n int64) (*unit, error) {
 		return readUnit(ctx, src, p, n)
 	}, func(u *unit) error {
 		if u.level0 != nil {
