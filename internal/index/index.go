@@ -151,7 +151,7 @@ func Open(ctx context.Context, opts Options) (*Index, error) {
 }
 
 func dsn(path string, extra ...string) string {
-	p := []string{"journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "temp_store(MEMORY)"}
+	p := []string{"page_size(16384)", "journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "temp_store(MEMORY)"}
 	p = append(p, extra...)
 	return "file:" + path + "?_pragma=" + strings.Join(p, "&_pragma=")
 }
@@ -176,6 +176,8 @@ CREATE INDEX IF NOT EXISTS events_rid ON events(rid);
 CREATE INDEX IF NOT EXISTS events_source ON events(source);
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, content='', columnsize=0, tokenize='unicode61 remove_diacritics 0');
+INSERT INTO fts(fts, rank) VALUES ('pgsz', 16000);
+INSERT INTO fts(fts, rank) VALUES ('automerge', 8);
 `
 
 // open opens the database and checks that it fits the source. It returns
