@@ -284,6 +284,7 @@ func witnessStateName(origin string) string {
 	return strings.NewReplacer("/", "%2F").Replace(origin)
 }
 
+// checkpointText parses the body of a signed checkpoint.
 func checkpointText(t *testing.T, b []byte) c2sp.Checkpoint {
 	t.Helper()
 	text, _, _ := bytes.Cut(b, []byte("\n\n"))
@@ -292,4 +293,42 @@ func checkpointText(t *testing.T, b []byte) c2sp.Checkpoint {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestOperatorRewrite is the operator's attack: the whole log rebuilt with
+// one entry changed and signed again with the log's own key. Whatever size
+// the rebuilt log has, the witness refuses its checkpoint.
+func TestOperatorRewrite(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, nil)
+	w := witnesstest.Start(t, l.keys.VerifierKey)
+	for range 3 {
+		if status, body := w.Submit(t, l, l.grow(t, 10, "real").Note); status != 200 {
+			t.Fatalf("real checkpoint: %d %s", status, body)
+		}
+	}
+	// The rebuilt log: same keys, entries 0-29 but one changed.
+	rebuilt := t.TempDir()
+	os.MkdirAll(filepath.Join(rebuilt, "keys"), 0o700)
+	for _, f := range []string{ledger.SigningKeyFile, ledger.VerifierKeyFile} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(rebuilt, f), b, 0o600)
+	}
+	r := openLog(t, rebuilt, nil)
+	r.grow(t, 10, "real")
+	r.grow(t, 10, "rewritten")
+	same := r.grow(t, 10, "real")
+	if status, body := w.Submit(t, r, same.Note); status != 409 {
+		t.Errorf("rewritten log at the cosigned size: %d %s, want 409", status, body)
+	}
+	larger := r.grow(t, 5, "real")
+	if status, body := w.Submit(t, r, larger.Note); status != 422 {
+		t.Errorf("rewritten log grown past the cosigned size: %d %s, want 422", status, body)
+	}
+	if got := len(w.Refusals(t)); got != 2 {
+		t.Errorf("%d refusals recorded, want 2", got)
+	}
 }

@@ -5,7 +5,8 @@
 //
 //	w := witnesstest.Start(t, logVerifierKey)
 //	sender, _ := witness.NewSender(witness.SenderConfig{Witnesses: []witness.Endpoint{w.Endpoint()}, Quorum: 1})
-//	status, body := w.Post(t, requestBody) // a raw add-checkpoint, e.g. a forked checkpoint
+//	status, body := w.Submit(t, log, note)  // offer a checkpoint with a proof from log, as a log would
+//	status, body = w.Post(t, requestBody)   // or a raw add-checkpoint body
 //	w.Refusals(t)                           // what the witness refused, with evidence
 //
 // The server stops when the test ends, or at Stop; Restart serves the same
@@ -26,6 +27,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trailaudit/trail/internal/c2sp"
 	"github.com/trailaudit/trail/internal/tlsconf"
 	"github.com/trailaudit/trail/internal/witness"
 )
@@ -156,6 +158,41 @@ func (w *Witness) Post(t testing.TB, body []byte) (int, []byte) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, b
+}
+
+// Submit offers a signed checkpoint as a log would: with the size of the
+// checkpoint the witness holds for its origin as the old size, and a
+// consistency proof from p (the log that signed it, or a forged copy of
+// it) from that size. It returns the witness's status and body: 200 and a
+// cosignature, or a refusal.
+func (w *Witness) Submit(t testing.TB, p witness.Prover, checkpoint []byte) (int, []byte) {
+	t.Helper()
+	cp := parse(t, checkpoint)
+	req := witness.Request{Checkpoint: checkpoint}
+	if held := w.Latest(cp.Origin); held != nil {
+		req.OldSize = parse(t, held).Size
+	}
+	if req.OldSize > 0 && req.OldSize < cp.Size {
+		proof, err := p.ProveConsistency(context.Background(), req.OldSize, cp.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Proof = proof
+	}
+	return w.Post(t, req.Format())
+}
+
+func parse(t testing.TB, note []byte) c2sp.Checkpoint {
+	t.Helper()
+	text, _, ok := bytes.Cut(note, []byte("\n\n"))
+	if !ok {
+		t.Fatalf("not a signed note: %q", note)
+	}
+	c, err := c2sp.ParseCheckpoint(append(text, '\n'))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // Refusals returns the refusals the witness recorded, oldest first.
