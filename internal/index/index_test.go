@@ -541,3 +541,31 @@ func base64Cursor(s string) string { return base64.RawURLEncoding.EncodeToString
 // openRaw opens the index database directly, as someone with write access
 // to the data directory could.
 func openRaw(path string) (*sql.DB, error) { return sql.Open("sqlite", dsn(path)) }
+
+// FuzzParseQuery: any query string parses or fails with a *ParamError
+// naming a parameter, and what parses renders to FTS5 without panicking.
+func FuzzParseQuery(f *testing.F) {
+	for _, s := range []string{"actor=a&since=24h", "q=%22a+b%22*+OR+c+-d", "limit=5&order=oldest&cursor=MS41LmFiYw", "since=7d&until=2026-11-01T00:00:00Z", "x=1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q, err := ParseQuery(v, time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC))
+		if err != nil {
+			var pe *ParamError
+			if !errors.As(err, &pe) || pe.Param == "" {
+				t.Fatalf("ParseQuery(%q) = %v, want a *ParamError naming a parameter", raw, err)
+			}
+			return
+		}
+		if q.Text != nil {
+			q.Text.FTS5()
+		}
+		if _, err := parseCursor(q.cursor(42), q); err != nil {
+			t.Fatalf("a cursor of %q does not parse back: %v", raw, err)
+		}
+	})
+}

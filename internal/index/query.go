@@ -43,6 +43,9 @@ var params = []string{"actor", "action", "resource_type", "resource_id", "outcom
 // ("24h", "90m", "7d") count back from now. Every error is a *ParamError.
 func ParseQuery(v url.Values, now time.Time) (*Query, error) {
 	for name, vals := range v {
+		if name == "" {
+			return nil, &ParamError{`""`, "a parameter without a name"}
+		}
 		if !slices.Contains(params, name) {
 			return nil, &ParamError{name, fmt.Sprintf("unknown parameter; known: %s", strings.Join(params, ", "))}
 		}
