@@ -95,16 +95,28 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	out := reply{Checkpoint: string(cp.Note), Indexed: indexed}
-	// Each result is one bundle read and one proof, from all over the log:
-	// a few workers overlap the reads with the hashing.
+	// Results are read by entry bundle (storage reads a whole bundle for
+	// one entry), each bundle once, on a few workers that overlap the
+	// reads with the proofs' hashing.
 	out.Results = make([]result, len(idxs))
 	errs := make([]error, len(idxs))
+	var groups [][]int // positions in idxs, by bundle
+	at := map[int64]int{}
+	for j, i := range idxs {
+		g, ok := at[i/bundleSize]
+		if !ok {
+			g = len(groups)
+			at[i/bundleSize] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], j)
+	}
 	var wg sync.WaitGroup
-	workers := min(len(idxs), 2*runtime.GOMAXPROCS(0))
+	workers := min(len(groups), 2*runtime.GOMAXPROCS(0))
 	for k := range workers {
 		wg.Go(func() {
-			for j := k; j < len(idxs); j += workers {
-				out.Results[j], errs[j] = h.entry(ctx, idxs[j], cp.Size)
+			for g := k; g < len(groups); g += workers {
+				h.readGroup(ctx, idxs, groups[g], cp.Size, out.Results, errs)
 			}
 		})
 	}
@@ -121,13 +133,31 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// entry reads entry i from the log, never from the index, and proves it in
-// the tree of the given size.
-func (h *handler) entry(ctx context.Context, i, size int64) (result, error) {
-	leaf, err := h.log.ReadEntry(ctx, i)
-	if err != nil {
-		return result{}, err
+// bundleSize is the entries of one C2SP entry bundle.
+const bundleSize = 256
+
+// readGroup reads the results at positions js of idxs, all in one entry
+// bundle, from the log (never from the index) with one read, and proves
+// them in the tree of the given size.
+func (h *handler) readGroup(ctx context.Context, idxs []int64, js []int, size int64, out []result, errs []error) {
+	lo, hi := idxs[js[0]], idxs[js[0]]
+	for _, j := range js {
+		lo, hi = min(lo, idxs[j]), max(hi, idxs[j])
 	}
+	leaves, err := h.log.ReadEntries(ctx, lo, hi+1)
+	for _, j := range js {
+		if err != nil {
+			errs[j] = err
+			continue
+		}
+		out[j], errs[j] = h.entry(ctx, idxs[j], leaves[idxs[j]-lo], size)
+	}
+}
+
+// entry completes the result of entry i, whose leaf was read from the log,
+// and proves it in the tree of the given size.
+func (h *handler) entry(ctx context.Context, i int64, leaf []byte, size int64) (result, error) {
+	var err error
 	res := result{Index: i, Leaf: leaf}
 	if _, large, _ := ledger.ParseLargeRef(leaf); large {
 		if res.Body, err = h.log.Body(ctx, leaf); err != nil {
