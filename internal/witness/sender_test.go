@@ -105,7 +105,8 @@ func TestSenderQuorum(t *testing.T) {
 	waitFor(t, "size 25 with 2 cosignatures", func() bool { n, k := published(t, s, vs); return n == 25 && k == 2 })
 
 	// A new sender (a restarted server) serves the stored checkpoint at
-	// once.
+	// once. (Close waits for the file write that follows a publication.)
+	s.Close()
 	s2, err := witness.NewSender(witness.SenderConfig{
 		Witnesses: []witness.Endpoint{w1.Endpoint(), w2.Endpoint()}, Quorum: 2,
 		LogVerifier: l.keys.Verifier, File: filepath.Join(dir, "cosigned-checkpoint"),
