@@ -55,6 +55,9 @@ Flags:
 
 func init() { commands["search"] = runSearch }
 
+// searchLagNote is the index lag, in entries, past which search says so.
+const searchLagNote = 1000
+
 func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("search", stderr, searchHelp)
 	var q client.SearchQuery
@@ -129,11 +132,13 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	out := &searchPrinter{w: stdout, json: *asJSON}
+	var lag int64
 	for {
 		page, err := c.Search(ctx, q)
 		if err != nil {
 			return err
 		}
+		lag = page.Checkpoint.Size - page.Indexed
 		if trust != nil {
 			if err := trust.check(ctx, page.Checkpoint); err != nil {
 				return err
@@ -163,6 +168,11 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if trust != nil {
 			fmt.Fprintf(stderr, "trail: the checkpoint extends the trusted state (%s)\n", trust.state.Path())
 		}
+	}
+	// The search's own audit entry is always past the index; a lag of
+	// more means the index is catching up with heavy appends.
+	if lag > searchLagNote {
+		fmt.Fprintf(stderr, "trail: note: the server's index is %d entries behind its log: the newest were not searched\n", lag)
 	}
 	return nil
 }
