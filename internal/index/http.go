@@ -67,9 +67,11 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A search sees every entry appended before it was made, unless the
-	// index lags by more than a moment (under heavy appends): then it
-	// answers from what is indexed, and says how far that goes.
-	h.ix.WaitFor(ctx, h.log.Size(), maxIndexWait)
+	// index lags by more than a batch (under heavy appends): then it
+	// answers at once from what is indexed, and says how far that goes.
+	if size := h.log.Size(); size-h.ix.Next() <= int64(h.ix.opts.Batch) {
+		h.ix.WaitFor(ctx, size, maxIndexWait)
+	}
 	details := map[string]any{}
 	for k := range values {
 		details[k] = values.Get(k)
