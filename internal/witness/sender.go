@@ -337,7 +337,7 @@ func (s *Sender) Offer(cp *ledger.Checkpoint) {
 func (s *Sender) Checkpoint() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.published
+	return bytes.Clone(s.published)
 }
 
 func (s *Sender) run(w *target) {

@@ -288,7 +288,7 @@ func witnessStateName(origin string) string {
 func checkpointText(t *testing.T, b []byte) c2sp.Checkpoint {
 	t.Helper()
 	text, _, _ := bytes.Cut(b, []byte("\n\n"))
-	c, err := c2sp.ParseCheckpoint(append(text, '\n'))
+	c, err := c2sp.ParseCheckpoint(text[: len(text)+1 : len(text)+1])
 	if err != nil {
 		t.Fatal(err)
 	}

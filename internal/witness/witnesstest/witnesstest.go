@@ -188,7 +188,7 @@ func parse(t testing.TB, note []byte) c2sp.Checkpoint {
 	if !ok {
 		t.Fatalf("not a signed note: %q", note)
 	}
-	c, err := c2sp.ParseCheckpoint(append(text, '\n'))
+	c, err := c2sp.ParseCheckpoint(text[: len(text)+1 : len(text)+1])
 	if err != nil {
 		t.Fatal(err)
 	}
