@@ -69,7 +69,8 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 	// A search sees every entry appended before it was made, unless the
 	// index lags by more than a batch (under heavy appends): then it
 	// answers at once from what is indexed, and says how far that goes.
-	if size := h.log.Size(); size-h.ix.Next() <= int64(h.ix.opts.Batch) {
+	size := h.log.Size()
+	if size-h.ix.Next() <= int64(h.ix.opts.Batch) {
 		h.ix.WaitFor(ctx, size, maxIndexWait)
 	}
 	details := map[string]any{}
@@ -83,7 +84,10 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 	// The page is proven against the newest checkpoint; one is signed only
 	// when a result lies past it (an entry of the last second), since
 	// signing costs a few synced writes.
-	indexed := h.ix.Next()
+	// Entries appended since the search began, its own record among
+	// them, are not searched: the answer does not depend on how fast the
+	// follower is.
+	indexed := min(h.ix.Next(), size)
 	idxs, more, err := h.ix.Search(ctx, q, indexed)
 	if err != nil {
 		h.unavailable(w, "couldn't search the index", err)
