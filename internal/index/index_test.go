@@ -1,6 +1,7 @@
 package index
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -323,6 +325,22 @@ func TestCatchUpAfterCrash(t *testing.T) {
 	}
 	if ix.Next() != 1001 || count(ix) != 1000 {
 		t.Fatalf("rebuilt: Next() = %d, %d found", ix.Next(), count(ix))
+	}
+	ix.Close()
+
+	// A damaged file: rebuilt.
+	for _, suffix := range []string{"-wal", "-shm"} {
+		os.Remove(filepath.Join(dir, FileName+suffix))
+	}
+	if err := os.WriteFile(filepath.Join(dir, FileName), bytes.Repeat([]byte("garbage!"), 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ix, err = Open(t.Context(), Options{Dir: dir, Source: l})
+	if err != nil {
+		t.Fatalf("Open over a damaged file: %v", err)
+	}
+	if err := ix.CatchUp(t.Context(), nil); err != nil || count(ix) != 1000 {
+		t.Fatalf("after rebuilding a damaged index: %v, %d found", err, count(ix))
 	}
 	ix.Close()
 
