@@ -23,3 +23,10 @@ func (c *Client) Tile(ctx context.Context, path string) ([]byte, error) {
 	b, _, err := c.do(ctx, request{method: http.MethodGet, path: "/" + path, retry: true})
 	return b, err
 }
+
+// Large returns the body of a large entry (over 64 KiB) by the SHA-256 its
+// leaf names, from GET /large/{sha256}. The caller checks the hash.
+func (c *Client) Large(ctx context.Context, sum [32]byte) ([]byte, error) {
+	b, _, err := c.do(ctx, request{method: http.MethodGet, path: fmt.Sprintf("/large/%x", sum), retry: true})
+	return b, err
+}

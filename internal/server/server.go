@@ -9,6 +9,7 @@
 //	GET  /v1/proofs/consistency   reader, auditor, admin   ?from=N[&to=M]
 //	GET  /checkpoint              reader, auditor, admin
 //	GET  /tile/{path...}          reader, auditor, admin
+//	GET  /large/{sha256}          reader, auditor, admin   the body of an entry over 64 KiB
 //
 // Producer protocol adapters add their endpoints with HandleIngest (see
 // internal/ingest). docs/api.md documents them all.
@@ -175,6 +176,7 @@ func New(cfg Config) (*Server, error) {
 	route("GET /v1/proofs/consistency", s.require(readers, s.getConsistency))
 	route("GET /checkpoint", tiles(s.getCheckpoint))
 	route("GET /tile/{path...}", tiles(s.getTile))
+	route("GET /large/{sum}", tiles(s.getLarge))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})

@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -315,6 +316,36 @@ func TestReadPaths(t *testing.T) {
 		if r := do(t, reader, "GET", ts.url+tt.path, "", ""); r.status != tt.status {
 			t.Errorf("GET %s = %d %s, want %d", tt.path, r.status, r.body, tt.status)
 		}
+	}
+}
+
+// A large entry's body is served at /large/<sha256>, which its leaf names.
+func TestLargeBody(t *testing.T) {
+	ts := newTestServer(t, 0)
+	reader := ts.client(t, "reader-1", tlsconf.RoleReader)
+	body := bytes.Repeat([]byte("b"), 100_000)
+	if _, err := ts.log.Append(t.Context(), body); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	r := do(t, reader, "GET", fmt.Sprintf("%s/large/%x", ts.url, sum), "", "")
+	if r.status != http.StatusOK || !bytes.Equal(r.body, body) {
+		t.Fatalf("GET /large/<sum> = %d, %d bytes; want 200 and the body", r.status, len(r.body))
+	}
+	for _, tt := range []struct {
+		path   string
+		status int
+	}{
+		{fmt.Sprintf("/large/%x", sha256.Sum256([]byte("other"))), http.StatusNotFound},
+		{"/large/" + strings.Repeat("A", 64), http.StatusBadRequest},
+		{"/large/abc", http.StatusBadRequest},
+	} {
+		if r := do(t, reader, "GET", ts.url+tt.path, "", ""); r.status != tt.status {
+			t.Errorf("GET %s = %d %s, want %d", tt.path, r.status, r.body, tt.status)
+		}
+	}
+	if r := do(t, ts.client(t, "producer-1", tlsconf.RoleWriter), "GET", fmt.Sprintf("%s/large/%x", ts.url, sum), "", ""); r.status != http.StatusForbidden {
+		t.Errorf("a writer's GET /large = %d, want 403", r.status)
 	}
 }
 

@@ -2,10 +2,12 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/trailaudit/trail/internal/c2sp"
 )
@@ -43,6 +45,19 @@ func (s *Server) getTile(w http.ResponseWriter, r *http.Request) {
 		cache = "no-cache"
 	}
 	s.serveFile(w, t.Path(), "application/octet-stream", cache)
+}
+
+// getLarge serves the body of an entry too large for a bundle, from
+// <LogDir>/large/<sha256 hex>: the leaf in the bundle commits to its hash,
+// so the body is as verifiable as a tile. Static C2SP mirrors of log/ serve
+// the same path.
+func (s *Server) getLarge(w http.ResponseWriter, r *http.Request) {
+	sum := r.PathValue("sum")
+	if len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad large-entry name %q: want 64 lower-case hex digits (its SHA-256)", sum))
+		return
+	}
+	s.serveFile(w, "large/"+sum, "application/octet-stream", "public, max-age=31536000, immutable")
 }
 
 func (s *Server) serveFile(w http.ResponseWriter, name, contentType, cache string) {
