@@ -13,9 +13,16 @@
 //	trail append [-f FILE] [-proof DIR] [-json] [connection flags] [EVENT_JSON...]
 //	trail get [-json] [connection flags] INDEX
 //	trail verify -data DIR [-json] [-key VKEY]
-//	trail verify -server URL [-state FILE|DIR] [-key VKEY] [-json] [connection flags]
+//	trail verify -server URL [-state FILE|DIR] [-key VKEY] [-witness VKEY]... [-witness-quorum N] [-json] [connection flags]
+//	trail verify -bundle FILE -key VKEY | -receipt FILE -key VKEY
+//	trail search [filters] [-q TEXT] [-order newest|oldest] [-limit N] [-cursor C | -all] [-json] [-verify] [connection flags]
+//	trail reindex [-data DIR] [-json]
+//	trail export -o FILE [-from N] [-to M] | [-since TIME] [-until TIME] [connection flags]
+//	trail receipt [-o FILE] [connection flags] INDEX
+//	trail witness -log VKEY... -client-ca FILE... [-data WDIR] [-listen ADDR]
+//	trail witness key | config | refusals [-data WDIR]
 //	trail scan [-json] [-min-grade G] [-profile intermediate|modern] [-cafile FILE]... [-timeout D] [-c N] [-record] ENDPOINT...
-//	trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json] [-cpuprofile FILE]
+//	trail bench [-n N] [-batch B] [-c C] [-data DIR] [-sweep RATE] [-json] [-cpuprofile FILE]
 //	trail bench -server URL [-n N] [-batch B] [-c C] [-json] [connection flags]
 //	trail key [-data DIR]
 //	trail version
@@ -64,9 +71,18 @@ Usage:
   trail get [-json] INDEX                      read an entry; proof and checkpoint verified
   trail verify -server URL [-state FILE|DIR]   check a running server against the trusted state
   trail verify -data DIR [-json] [-key VKEY]   verify a data directory offline
+  trail verify -bundle FILE -key VKEY          verify an exported bundle offline
+  trail verify -receipt FILE -key VKEY         verify one entry's receipt offline
+  trail search [filters] [-q TEXT] [-verify]   search the log; every result with its proof
+  trail reindex [-data DIR]                    rebuild the search index from the log
+  trail export -o FILE -from N -to M | -since TIME
+                                               export a range as a self-contained bundle
+  trail receipt [-o FILE] INDEX                write the receipt (C2SP tlog-proof) of an entry
+  trail witness -log VKEY -client-ca FILE      run a witness (C2SP tlog-witness)
+  trail witness key | config | refusals        a witness's key, config block, refusals
   trail scan [-json] [-min-grade G] [-cafile FILE]... [-record] ENDPOINT...
                                                grade endpoints' TLS configuration
-  trail bench [-n N] [-batch B] [-c C] [-data DIR] [-json]
+  trail bench [-n N] [-batch B] [-c C] [-data DIR] [-sweep RATE] [-json]
                                                measure the log engine
   trail bench -server URL [-n N] [-batch B] [-c C] [-json]
                                                measure a running server
@@ -82,6 +98,8 @@ Examples:
   trail get 1
   trail verify
   trail verify -data ./trail-data
+  trail search -actor alice -since 24h
+  trail export -since 7d -o last-week.tar
   trail scan -cafile trail-data/pki/ca.crt https://127.0.0.1:8443
   trail bench -n 1000000 -batch 1000
   trail bench -server https://127.0.0.1:8443 -n 200000 -batch 1 -c 64 -json
