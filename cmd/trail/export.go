@@ -315,39 +315,18 @@ func (bs *bundleSource) record(ctx context.Context, action, origin string, detai
 }
 
 // bundleBar draws export or bundle verification progress on a terminal.
-type bundleBar struct {
-	bar   progressBar
-	label string
-}
+type bundleBar struct{ bar progressBar }
 
 // newBundleBar returns a bar if w is a terminal and not in -json mode, or
 // nil.
 func newBundleBar(w io.Writer, label string, asJSON bool) *bundleBar {
 	if f, ok := w.(*os.File); ok && !asJSON && term.IsTerminal(int(f.Fd())) {
-		return &bundleBar{bar: progressBar{w: w}, label: label}
+		return &bundleBar{bar: progressBar{w: w, label: label}}
 	}
 	return nil
 }
 
-func (b *bundleBar) update(p bundle.Progress) {
-	now := time.Now()
-	pb := &b.bar
-	if pb.start.IsZero() {
-		pb.start, pb.last = now, now
-	}
-	if now.Sub(pb.last) < 100*time.Millisecond || p.TotalEntries == 0 {
-		return
-	}
-	pb.last = now
-	const width = 30
-	frac := float64(p.Entries) / float64(p.TotalEntries)
-	done := int(frac * width)
-	rate := float64(p.Bytes) / max(now.Sub(pb.start).Seconds(), 1e-9)
-	fmt.Fprintf(pb.w, "\r\033[K%s [%s%s] %3.0f%%  %d of %d entries  %s  %s/s", b.label,
-		strings.Repeat("=", done), strings.Repeat(" ", width-done), frac*100, p.Entries, p.TotalEntries,
-		formatBytes(float64(p.Bytes)), formatBytes(rate))
-	pb.drawn = true
-}
+func (b *bundleBar) update(p bundle.Progress) { b.bar.draw(p.Entries, p.TotalEntries, p.Bytes) }
 
 func (b *bundleBar) clear() {
 	if b != nil {

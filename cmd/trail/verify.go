@@ -353,31 +353,39 @@ func printJSON(w io.Writer, rep *verify.Report, err error) {
 	enc.Encode(out)
 }
 
-// progressBar draws verification progress on a terminal, at most ten
-// times a second.
+// progressBar draws progress on a terminal, at most ten times a second:
+// verification, export, a bundle's verification.
 type progressBar struct {
 	w     io.Writer
+	label string // what is in progress; default "verifying"
 	start time.Time
 	last  time.Time
 	drawn bool
 }
 
-func (b *progressBar) update(p verify.Progress) {
+func (b *progressBar) update(p verify.Progress) { b.draw(p.Entries, p.TotalEntries, p.Bytes) }
+
+// draw shows entries of total done, and bytes at their rate so far.
+func (b *progressBar) draw(entries, total, bytes int64) {
 	now := time.Now()
 	if b.start.IsZero() {
 		b.start, b.last = now, now // first draw after 100 ms, with a meaningful rate
 	}
-	if now.Sub(b.last) < 100*time.Millisecond || p.TotalEntries == 0 {
+	if now.Sub(b.last) < 100*time.Millisecond || total == 0 {
 		return
 	}
 	b.last = now
+	label := b.label
+	if label == "" {
+		label = "verifying"
+	}
 	const width = 30
-	frac := float64(p.Entries) / float64(p.TotalEntries)
+	frac := float64(entries) / float64(total)
 	done := int(frac * width)
-	rate := float64(p.Bytes) / max(now.Sub(b.start).Seconds(), 1e-9)
-	fmt.Fprintf(b.w, "\r\033[Kverifying [%s%s] %3.0f%%  %d of %d entries  %s  %s/s",
-		strings.Repeat("=", done), strings.Repeat(" ", width-done), frac*100, p.Entries, p.TotalEntries,
-		formatBytes(float64(p.Bytes)), formatBytes(rate))
+	rate := float64(bytes) / max(now.Sub(b.start).Seconds(), 1e-9)
+	fmt.Fprintf(b.w, "\r\033[K%s [%s%s] %3.0f%%  %d of %d entries  %s  %s/s", label,
+		strings.Repeat("=", done), strings.Repeat(" ", width-done), frac*100, entries, total,
+		formatBytes(float64(bytes)), formatBytes(rate))
 	b.drawn = true
 }
 
