@@ -28,12 +28,17 @@ import (
 // and an admin client.
 func startServe(t *testing.T, dir string) (url string, c *http.Client, stop func() error) {
 	t.Helper()
+	return startServeWith(t, dir, "-syslog-listen", "127.0.0.1:0")
+}
+
+// startServeWith runs trail serve in-process with extra flags, like
+// startServe.
+func startServeWith(t *testing.T, dir string, extra ...string) (url string, c *http.Client, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var out bytes.Buffer
-	go func() {
-		done <- run(ctx, []string{"serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "127.0.0.1:0", "-syslog-listen", "127.0.0.1:0"}, io.Discard, &out)
-	}()
+	args := append([]string{"serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "127.0.0.1:0", "-syslog-listen", "off"}, extra...)
+	go func() { done <- run(ctx, args, io.Discard, io.Discard) }()
 	var info serveInfo
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -43,6 +48,7 @@ func startServe(t *testing.T, dir string) (url string, c *http.Client, stop func
 		}
 		select {
 		case err := <-done:
+			cancel()
 			t.Fatalf("serve exited: %v", err)
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -56,10 +62,7 @@ func startServe(t *testing.T, dir string) (url string, c *http.Client, stop func
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	caPEM, _ := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}, ForceAttemptHTTP2: true}
@@ -72,7 +75,7 @@ func startServe(t *testing.T, dir string) (url string, c *http.Client, stop func
 			select {
 			case serr = <-done:
 			case <-time.After(40 * time.Second):
-				serr = errors.New("serve did not stop within 40 s")
+				serr = fmt.Errorf("serve did not stop within 40 s")
 			}
 		})
 		return serr
@@ -81,9 +84,6 @@ func startServe(t *testing.T, dir string) (url string, c *http.Client, stop func
 	return info.URL, &http.Client{Transport: tr, Timeout: 20 * time.Second}, stop
 }
 
-// TestServeStopUnderLoad stops the server while appends are in flight:
-// every acknowledged entry is in the log as acknowledged, the stop is
-// recorded, and the last checkpoint covers everything.
 func TestServeStopUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	url, c, stop := startServe(t, dir)

@@ -2,17 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -129,59 +124,6 @@ func TestServeTimestamps(t *testing.T) {
 	if err := run(t.Context(), []string{"verify", "-server", "https://127.0.0.1:1", "-tsa-ca", a.CAFile}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "-tsa-ca: only with -data") {
 		t.Errorf("verify -server -tsa-ca = %v, want a usage error", err)
 	}
-}
-
-// startServeWith runs trail serve in-process with extra flags, like
-// startServe.
-func startServeWith(t *testing.T, dir string, extra ...string) (url string, c *http.Client, stop func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	args := append([]string{"serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "127.0.0.1:0", "-syslog-listen", "off"}, extra...)
-	go func() { done <- run(ctx, args, io.Discard, io.Discard) }()
-	var info serveInfo
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, serveInfoFile))
-		if err == nil && json.Unmarshal(b, &info) == nil {
-			break
-		}
-		select {
-		case err := <-done:
-			cancel()
-			t.Fatalf("serve exited: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatal("serve did not start within 20 s")
-		}
-	}
-	pkiDir := filepath.Join(dir, "pki")
-	cert, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, adminCertFile), filepath.Join(pkiDir, adminKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPEM, _ := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}
-	t.Cleanup(tr.CloseIdleConnections)
-	var once sync.Once
-	var serr error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case serr = <-done:
-			case <-time.After(40 * time.Second):
-				serr = fmt.Errorf("serve did not stop within 40 s")
-			}
-		})
-		return serr
-	}
-	t.Cleanup(func() { stop() })
-	return info.URL, &http.Client{Transport: tr, Timeout: 20 * time.Second}, stop
 }
 
 // copyTree copies a directory tree into a new temporary directory.
