@@ -85,7 +85,12 @@ func createKeys(skPath, vkPath string) error {
 
 // newOrigin names a new log: "<host>/trail/<8 random hex digits>", a
 // schema-less URL-like name that is unique in practice.
-func newOrigin() string {
+func newOrigin() string { return NewName("trail") }
+
+// NewName returns "<host>/<kind>/<8 random hex digits>": a name for a new
+// signing key (a log's origin, a witness's name) that is unique in
+// practice, with the host name reduced to what a note key name allows.
+func NewName(kind string) string {
 	host, err := os.Hostname()
 	host = strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
@@ -98,5 +103,5 @@ func newOrigin() string {
 	}
 	var b [4]byte
 	rand.Read(b[:])
-	return host + "/trail/" + hex.EncodeToString(b[:])
+	return host + "/" + kind + "/" + hex.EncodeToString(b[:])
 }

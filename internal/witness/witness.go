@@ -26,7 +26,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,6 +46,7 @@ import (
 
 	"github.com/trailaudit/trail/internal/c2sp"
 	"github.com/trailaudit/trail/internal/durable"
+	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/tlsconf"
 	"github.com/trailaudit/trail/internal/witness/cosig"
 )
@@ -253,21 +253,7 @@ func LoadOrCreateKey(dir, name string) (*cosig.Signer, error) {
 	return s, nil
 }
 
-func newName() string {
-	host, err := os.Hostname()
-	host = strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
-			return r
-		}
-		return -1
-	}, host)
-	if err != nil || host == "" {
-		host = "localhost"
-	}
-	var b [4]byte
-	rand.Read(b[:])
-	return host + "/trail-witness/" + hex.EncodeToString(b[:])
-}
+func newName() string { return ledger.NewName("trail-witness") }
 
 // stateFile returns the file of a log's state: the origin with every byte
 // other than letters, digits, '-', '_' and a '.' not first written as %XX.
