@@ -212,8 +212,9 @@ func startServer(t *testing.T, addr, dir, name string, args ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	// A server outlives nothing: killed with the test binary too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// SIGTERM, so that nginx's master stops its workers; SIGKILL after
+	// WaitDelay.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second
@@ -357,7 +358,7 @@ func dhParams(t *testing.T, dir string, bits int) string {
 // inside its own network namespace.
 const netnsEnv = "TRAIL_SCANRANGE_NETNS"
 
-// inNamespace re-executes the test binary under unshare --net, unless
+// inNamespace re-executes the test binary under unshare --net --pid, unless
 // this already is that binary, and returns its exit code; ok is false
 // when it is this process's turn to run the tests.
 func inNamespace() (code int, ok bool) {
@@ -377,10 +378,14 @@ func inNamespace() (code int, ok bool) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return 0, false
 	}
-	if err := exec.Command("unshare", "--net", "true").Run(); err != nil {
+	if err := exec.Command("unshare", "--net", "--pid", "--fork", "true").Run(); err != nil {
 		return 0, false
 	}
-	cmd := exec.Command("unshare", append([]string{"--net", "--", os.Args[0]}, os.Args[1:]...)...)
+	// A PID namespace too, with the test binary as its init: when it
+	// exits, for whatever reason, the kernel kills every process left in
+	// it (nginx workers, testssl.sh's children), so nothing outlives the
+	// range.
+	cmd := exec.Command("unshare", append([]string{"--net", "--pid", "--fork", "--kill-child", "--", os.Args[0]}, os.Args[1:]...)...)
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -3,11 +3,288 @@
 package scanrange
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/trailaudit/trail/internal/scan"
+	"github.com/trailaudit/trail/internal/testssl"
 )
 
+// disagreement is a known difference between trail scan and testssl.sh.
+type disagreement struct {
+	why string
+	// intermittent is set when testssl.sh finds the item in some runs
+	// and not in others: it need not occur in every run.
+	intermittent bool
+}
+
+// gnutlsSockets explains the suites only testssl.sh's bash socket code can
+// find: it misses them in some runs.
+const gnutlsSockets = "gnutls-serv accepts it (trail finds it in every run, and gnutls-cli offering only that " +
+	"cipher negotiates it). testssl.sh's openssl (Debian's OpenSSL 3) has neither RC4 nor 3DES suites at any " +
+	"security level, so only its own socket code can find them, and on the loaded test machine it missed " +
+	"3DES in one run and RC4 in another, each found in the other run"
+
+// disagreements are where trail scan and testssl.sh differ on the range,
+// each with why. docs/scan.md has the same table in the same words: keep
+// the two in step. The test fails on a disagreement not listed here, and
+// on one listed here, not intermittent, that no longer occurs.
+var disagreements = map[string]disagreement{
+	"3des: TLS 1.2 TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA only in trail scan": {gnutlsSockets, true},
+	"rc4: TLS 1.2 TLS_ECDHE_RSA_WITH_RC4_128_SHA only in trail scan":       {gnutlsSockets, true},
+	"rc4: TLS 1.2 TLS_RSA_WITH_RC4_128_SHA only in trail scan":             {gnutlsSockets, true},
+}
+
+const legacyOpenSSLConf = `openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+CipherString = ALL:COMPLEMENTOFALL:@SECLEVEL=0
+MinProtocol = TLSv1
+`
+
+// testsslParallel is how many testssl.sh runs go at once. Each is a
+// bash script that forks openssl and its own socket helpers hundreds of
+// times: more at once only queues them for the CPU and, on a loaded
+// machine, risks testssl.sh's own timeouts.
+const testsslParallel = 6
+
+// testsslProtocols maps testssl.sh's protocol ids to scan's names.
+var testsslProtocols = map[string]string{
+	"SSLv2": "SSLv2", "SSLv3": "SSLv3", "TLS1": tls10, "TLS1_1": tls11, "TLS1_2": tls12, "TLS1_3": tls13,
+}
+
+// testsslCipherProtocols maps the protocol part of -E's cipher ids
+// ("cipher-tls1_2_xc02b") to scan's names.
+var testsslCipherProtocols = map[string]string{
+	"ssl3": "SSLv3", "tls1": tls10, "tls1_1": tls11, "tls1_2": tls12, "tls1_3": tls13,
+}
+
+// found is what one scanner found at an endpoint: accepted protocols, and
+// accepted suites per protocol.
+type found struct {
+	protocols map[string]bool
+	suites    map[string]map[uint16]bool
+}
+
+func foundByScan(r *scan.Report) found {
+	f := found{protocols: map[string]bool{}, suites: map[string]map[uint16]bool{}}
+	for _, p := range r.Protocols {
+		if p.Supported != scan.Yes {
+			continue
+		}
+		f.protocols[p.Name] = true
+		f.suites[p.Name] = map[uint16]bool{}
+		for _, s := range p.Suites {
+			f.suites[p.Name][s.ID] = true
+		}
+	}
+	return f
+}
+
+// foundByTestssl reads testssl.sh's -p -E findings. A protocol finding
+// that is neither "offered" nor "not offered" (a check that did not
+// complete) is returned as a problem.
+func foundByTestssl(findings []testssl.Finding) (found, []string) {
+	f := found{protocols: map[string]bool{}, suites: map[string]map[uint16]bool{}}
+	var problems []string
+	for _, fd := range findings {
+		if name, ok := testsslProtocols[fd.ID]; ok {
+			switch {
+			case strings.HasPrefix(fd.Finding, "offered"):
+				f.protocols[name] = true
+			// "not offered", "not offered and downgraded to a weaker
+			// protocol", "TLSv1.1 is not offered, and downgraded ..."
+			case strings.Contains(fd.Finding, "not offered"):
+			default:
+				problems = append(problems, fmt.Sprintf("testssl.sh on %s: %q", name, fd.Finding))
+			}
+			continue
+		}
+		rest, ok := strings.CutPrefix(fd.ID, "cipher-")
+		if !ok {
+			continue
+		}
+		proto, hex, ok := strings.Cut(rest, "_x")
+		name, known := testsslCipherProtocols[proto]
+		id, err := strconv.ParseUint(hex, 16, 16)
+		if !ok || !known || err != nil {
+			problems = append(problems, fmt.Sprintf("testssl.sh finding %s: unknown cipher id", fd.ID))
+			continue
+		}
+		if f.suites[name] == nil {
+			f.suites[name] = map[uint16]bool{}
+		}
+		f.suites[name][uint16(id)] = true
+	}
+	return f, problems
+}
+
+// differences lists, as "ENDPOINT: ITEM only in SCANNER", what one of
+// the two found that the other did not.
+func differences(endpoint string, trail, ts found) []string {
+	var out []string
+	for _, p := range []string{"SSLv2", "SSLv3", tls10, tls11, tls12, tls13} {
+		switch {
+		case trail.protocols[p] && !ts.protocols[p]:
+			out = append(out, fmt.Sprintf("%s: %s only in trail scan", endpoint, p))
+		case !trail.protocols[p] && ts.protocols[p]:
+			out = append(out, fmt.Sprintf("%s: %s only in testssl.sh", endpoint, p))
+		}
+		for id := range trail.suites[p] {
+			if !ts.suites[p][id] {
+				out = append(out, fmt.Sprintf("%s: %s %s only in trail scan", endpoint, p, scan.LookupSuite(id).Name))
+			}
+		}
+		for id := range ts.suites[p] {
+			if !trail.suites[p][id] {
+				out = append(out, fmt.Sprintf("%s: %s %s only in testssl.sh", endpoint, p, scan.LookupSuite(id).Name))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// testsslEnv turns the comparison on. It is off by default: testssl.sh
+// needs 5 to 9 minutes per endpoint of the range on a loaded 2-core
+// machine, some 30 minutes for the range, more than scripts/test's
+// budget for the whole suite.
+const testsslEnv = "TRAIL_SCANRANGE_TESTSSL"
+
+// compareTestssl runs testssl.sh -p -E (protocols, and each protocol's
+// suites) on every endpoint and compares with trail scan's reports.
 func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Report) {
-	t.Skip("not yet")
+	if os.Getenv(testsslEnv) == "" || testing.Short() {
+		t.Skipf("testssl.sh takes about 30 minutes on the range; set %s=1 (and go test -timeout 60m) to compare", testsslEnv)
+	}
+	cmd, err := testssl.Command()
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(45 * time.Minute)
+	if d, ok := t.Deadline(); ok && d.Add(-30*time.Second).Before(deadline) {
+		deadline = d.Add(-30 * time.Second)
+	}
+	ctx, cancel := context.WithDeadline(t.Context(), deadline)
+	defer cancel()
+
+	// testssl.sh first connects with the openssl command, which at
+	// OpenSSL 3's default security level cannot reach the range's
+	// legacy endpoints (TLS 1.0 only, NULL, anonymous, 1024-bit DH), and
+	// it then stops ("Your OpenSSL cannot connect"). It clears
+	// OPENSSL_CONF itself, so it is given an openssl that sets it: a
+	// wrapper with a configuration at SECLEVEL=0 from TLS 1.0 up.
+	ossl := filepath.Join(t.TempDir(), "openssl")
+	conf := ossl + ".cnf"
+	if err := os.WriteFile(conf, []byte(legacyOpenSSLConf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opensslPath, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapper := fmt.Sprintf("#!/bin/sh\nOPENSSL_CONF=%s exec %s \"$@\"\n", conf, opensslPath)
+	if err := os.WriteFile(ossl, []byte(wrapper), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	type result struct {
+		scan *testssl.Scan
+		err  error
+	}
+	results := map[string]result{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, testsslParallel)
+	start := time.Now()
+	// The hardened endpoint first, so that its time is measured with
+	// the fewest runs beside it.
+	names := []string{"hardened"}
+	for _, e := range rangeEndpoints {
+		if e.name != "hardened" {
+			names = append(names, e.name)
+		}
+	}
+	for _, name := range names {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			target := strings.TrimPrefix(rs.targets[name], "https://")
+			dir := filepath.Join(t.TempDir(), name)
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Error(err)
+				return
+			}
+			s, err := testssl.Run(ctx, target, testssl.Options{
+				Command: cmd,
+				Dir:     dir,
+				Args: []string{
+					"--nodns", "none",
+					"--openssl", ossl,
+					// Go on where testssl.sh's own first
+					// connection heuristics would stop the scan
+					// (an s_server that answers its sockets late);
+					// what it then finds is compared like the rest.
+					"--warnings", "off",
+					"--connect-timeout", "10",
+					"--openssl-timeout", "10",
+					"-p", "-E",
+				},
+			})
+			mu.Lock()
+			results[name] = result{s, err}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	t.Logf("figure: testssl.sh -p -E on all %d endpoints, %d at a time: %v", len(names), testsslParallel, time.Since(start).Round(time.Second))
+	if r := results["hardened"]; r.scan != nil {
+		t.Logf("figure: testssl.sh -p -E on the hardened endpoint: %v", r.scan.Elapsed.Round(time.Second))
+	}
+
+	var seen []string
+	for _, name := range names {
+		r := results[name]
+		if r.err != nil {
+			if r.scan != nil {
+				t.Errorf("%s: %v; testssl.sh said:\n%s", name, r.err, r.scan.Report)
+			} else {
+				t.Errorf("%s: %v", name, r.err)
+			}
+			continue
+		}
+		ts, problems := foundByTestssl(r.scan.Findings)
+		for _, p := range problems {
+			t.Errorf("%s: %s", name, p)
+		}
+		seen = append(seen, differences(name, foundByScan(reports[name]), ts)...)
+	}
+	for _, d := range seen {
+		if _, ok := disagreements[d]; !ok {
+			t.Errorf("disagreement not explained in docs/scan.md: %s", d)
+		} else {
+			t.Logf("known disagreement: %s", d)
+		}
+	}
+	for d, why := range disagreements {
+		name, _, _ := strings.Cut(d, ":")
+		if results[name].err == nil && !why.intermittent && !slices.Contains(seen, d) {
+			t.Errorf("listed disagreement no longer seen; remove it here and in docs/scan.md: %s", d)
+		}
+	}
 }
