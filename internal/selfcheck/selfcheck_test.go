@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,30 +31,39 @@ type testLog struct {
 // n > 300) in batches of 1000, signing a checkpoint after each batch.
 func newLog(t *testing.T, n int) *testLog {
 	t.Helper()
-	dir := t.TempDir()
-	keys, err := ledger.LoadOrCreateKeys(dir)
+	tl, err := makeLog(t.TempDir(), n)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(func() { tl.log.Close() })
+	return tl
+}
+
+// makeLog makes a log of n entries in dir and leaves it open.
+func makeLog(dir string, n int) (*testLog, error) {
+	keys, err := ledger.LoadOrCreateKeys(dir)
+	if err != nil {
+		return nil, err
 	}
 	store, err := storagefs.Open(dir, nil)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	ctx := context.Background()
-	l, err := ledger.Open(ctx, ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, CheckpointInterval: -1})
+	l, err := ledger.Open(context.Background(), ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, CheckpointInterval: -1})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { l.Close() })
 	tl := &testLog{dir: dir, store: store, log: l, keys: keys}
-	tl.append(t, 0, n)
-	return tl
+	if err := tl.add(0, n, true); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return tl, nil
 }
 
 func (tl *testLog) append(t *testing.T, from, n int) {
 	t.Helper()
-	tl.appendOnly(t, from, n)
-	if _, err := tl.log.Checkpoint(context.Background()); err != nil {
+	if err := tl.add(from, n, true); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -61,6 +71,15 @@ func (tl *testLog) append(t *testing.T, from, n int) {
 // appendOnly appends without signing a checkpoint at the end.
 func (tl *testLog) appendOnly(t *testing.T, from, n int) {
 	t.Helper()
+	if err := tl.add(from, n, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// add appends entries from to from+n in batches of 1000 (entry 300 is
+// large), signing a checkpoint after each batch but, unless last, the
+// final one.
+func (tl *testLog) add(from, n int, last bool) error {
 	ctx := context.Background()
 	for i := from; i < from+n; {
 		var batch [][]byte
@@ -72,14 +91,15 @@ func (tl *testLog) appendOnly(t *testing.T, from, n int) {
 			batch = append(batch, e)
 		}
 		if _, err := tl.log.Append(ctx, batch...); err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if i < from+n {
+		if i < from+n || last {
 			if _, err := tl.log.Checkpoint(ctx); err != nil {
-				t.Fatal(err)
+				return err
 			}
 		}
 	}
+	return nil
 }
 
 func (tl *testLog) path(rel string) string { return filepath.Join(tl.dir, filepath.FromSlash(rel)) }
@@ -113,8 +133,61 @@ func flipByte(t *testing.T, file string, off int64) {
 // one, so every level of the check runs.
 const bigLog = 65_536 + 700
 
+// The big log is made once, closed, and copied for each test that damages
+// it: making it takes most of the package's time under the race detector.
+var (
+	bigOnce sync.Once
+	bigDir  string
+	bigErr  error
+)
+
+// copyBigLog returns an open copy of the big log.
+func copyBigLog(t *testing.T) *testLog {
+	t.Helper()
+	bigOnce.Do(func() {
+		bigDir, bigErr = os.MkdirTemp("", "selfcheck-big-")
+		if bigErr != nil {
+			return
+		}
+		var tl *testLog
+		tl, bigErr = makeLog(bigDir, bigLog)
+		if bigErr == nil {
+			bigErr = tl.log.Close()
+		}
+	})
+	if bigErr != nil {
+		t.Fatal(bigErr)
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("cp", "-a", bigDir+"/.", dir).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	keys, err := ledger.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := storagefs.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.Open(context.Background(), ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return &testLog{dir: dir, store: store, log: l, keys: keys}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bigDir != "" {
+		os.RemoveAll(bigDir)
+	}
+	os.Exit(code)
+}
+
 func TestHealthyLogPasses(t *testing.T) {
-	tl := newLog(t, bigLog)
+	tl := copyBigLog(t)
 	n, err := Sweep(context.Background(), tl.store, tl.keys.Verifier, -1)
 	if err != nil {
 		t.Fatalf("healthy log: %v", err)
@@ -175,7 +248,7 @@ func TestDamageIsFoundAndNamed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tl := newLog(t, bigLog)
+			tl := copyBigLog(t)
 			tt.attack(t, tl)
 			d, err := tl.sweep(t)
 			if err != nil {
