@@ -49,7 +49,7 @@ const (
 
 // schemaVersion changes whenever the schema or what is indexed changes: an
 // index of another version is rebuilt.
-const schemaVersion = "1"
+const schemaVersion = "2"
 
 // Defaults of Options.
 const (
@@ -170,9 +170,9 @@ CREATE TABLE IF NOT EXISTS events(
 	source   TEXT,
 	via      TEXT
 );
-CREATE INDEX IF NOT EXISTS events_actor ON events(actor);
+CREATE INDEX IF NOT EXISTS events_actor ON events(actor, time);
 CREATE INDEX IF NOT EXISTS events_action ON events(action);
-CREATE INDEX IF NOT EXISTS events_rid ON events(rid);
+CREATE INDEX IF NOT EXISTS events_rid ON events(rid, time);
 CREATE INDEX IF NOT EXISTS events_source ON events(source);
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, content='', columnsize=0, tokenize='unicode61 remove_diacritics 0');
