@@ -45,6 +45,22 @@ import (
 
 const benchActors = 10_000
 
+// benchTemp are the temporary directories the benchmarks made, removed
+// when the test binary ends.
+var benchTemp []string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bench != nil {
+		bench.ix.Close()
+		bench.log.Close()
+	}
+	for _, d := range benchTemp {
+		os.RemoveAll(d)
+	}
+	os.Exit(code)
+}
+
 type benchData struct {
 	dir   string
 	log   *ledger.Log
@@ -136,6 +152,7 @@ func makeBench() (*benchData, error) {
 		if d.dir, err = os.MkdirTemp("", "trail-index-bench-"); err != nil {
 			return nil, err
 		}
+		benchTemp = append(benchTemp, d.dir)
 	}
 	if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return nil, err
@@ -293,6 +310,7 @@ func (d *benchData) httpSearch(b *testing.B) func(url.Values) int {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchTemp = append(benchTemp, tmp)
 	pki, err := tlsconf.OpenPKI(tlsconf.PKIConfig{Dir: filepath.Join(tmp, "pki")})
 	if err != nil {
 		b.Fatal(err)
