@@ -488,6 +488,16 @@ func TestTamperSuite(t *testing.T) {
 			// if the attack stopped it).
 			if !exited(r.srv) {
 				res.caught[bySelf] = r.selfAlert("log.damage", 8*time.Second)
+				if res.caught[bySelf] != "" {
+					// Alerted, it keeps serving reads, so the damage can be
+					// examined.
+					resp, err := procAdminClient(t, r.dir).Get(r.srv.url + "/v1/events/1")
+					if err != nil {
+						t.Errorf("after the alert, GET /v1/events/1: %v", err)
+					} else if resp.Body.Close(); resp.StatusCode != http.StatusOK {
+						t.Errorf("after the alert, GET /v1/events/1 = %s, want 200", resp.Status)
+					}
+				}
 				res.caught[byWitness] = r.witnessRefusal(0)
 			} else if err := r.tryStart(); err != "" {
 				res.caught[bySelf] = "refused to start: " + err
