@@ -153,11 +153,17 @@ func TestBadFramesDoNotStall(t *testing.T) {
 	// length, which can be while this write is still sending the body.
 	frames := syslog.AppendOctetCounted(nil, []byte(msg5424("valid before oversize")))
 	frames = syslog.AppendOctetCounted(frames, []byte(strings.Repeat("x", syslog.DefaultMaxMessageSize+1)))
-	if _, err := oversize.Write(frames); err != nil && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
-		t.Fatalf("write: %v", err)
+	_, werr := oversize.Write(frames)
+	if werr != nil && !errors.Is(werr, syscall.ECONNRESET) && !errors.Is(werr, syscall.EPIPE) {
+		t.Fatalf("write: %v", werr)
 	}
 
 	for _, c := range []*tls.Conn{garbage, oversize} {
+		if c == oversize && werr != nil {
+			// The write met the reset, and took the socket's one error
+			// report with it: a read now sees only the end of the stream.
+			continue
+		}
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := io.Copy(io.Discard, c); !errors.Is(err, syscall.ECONNRESET) {
 			t.Errorf("reading from a connection with a bad frame: %v, want a reset", err)
