@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -41,19 +39,12 @@ func newAlerts(cfg *serveConfig, srv *server.Server, origin string, logger *slog
 		if len(secret) < 16 {
 			return nil, fmt.Errorf("alerts.webhooks[%d]: the secret in %s is shorter than 16 bytes", i, w.SecretFile)
 		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		if w.CAFile != "" {
-			pem, err := os.ReadFile(w.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("alerts.webhooks[%d]: couldn't read ca_file: %w", i, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("alerts.webhooks[%d]: no PEM certificate in %s", i, w.CAFile)
-			}
-			tr.TLSClientConfig.RootCAs = pool
+		tc, err := tlsconf.ClientFiles(w.CAFile, "", "")
+		if err != nil {
+			return nil, fmt.Errorf("alerts.webhooks[%d]: %w", i, err)
 		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tc
 		hooks = append(hooks, alert.Webhook{URL: w.URL, Secret: secret, Client: &http.Client{Transport: tr, Timeout: 10 * time.Second}})
 	}
 	return alert.New(alert.Config{

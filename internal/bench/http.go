@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -20,6 +18,8 @@ import (
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
+
+	"github.com/trailaudit/trail/internal/tlsconf"
 )
 
 // HTTPConfig is one run of the load generator against a running trail
@@ -178,24 +178,11 @@ const maxHTTPEvents = 1 << 16
 // empty, and, if certFile is not empty, presents the certificate in
 // certFile with the key in keyFile.
 func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	c := &tls.Config{MinVersion: tls.VersionTLS13}
-	if caFile != "" {
-		caPEM, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("couldn't read the CA certificate: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(caPEM) {
-			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
-		}
+	c, err := tlsconf.ClientFiles(caFile, certFile, keyFile)
+	if err != nil {
+		return nil, err
 	}
-	if certFile != "" || keyFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("couldn't load the client certificate: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
+	c.MinVersion = tls.VersionTLS13
 	return c, nil
 }
 

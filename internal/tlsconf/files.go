@@ -1,6 +1,8 @@
 package tlsconf
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -38,4 +40,30 @@ func moveAside(path string, now time.Time) (string, error) {
 		return aside, durable.SyncDir(filepath.Dir(path))
 	}
 	return "", fmt.Errorf("couldn't keep old %s: too many old copies named %s*", path, base)
+}
+
+// ClientFiles returns a client TLS configuration (TLS 1.2 or later) that
+// trusts the PEM CA certificates in caFile, or the system's roots if caFile
+// is empty, and, if certFile or keyFile is set, presents the certificate in
+// certFile with the key in keyFile.
+func ClientFiles(caFile, certFile, keyFile string) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		caPEM, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("couldn't read the CA certificate: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(caPEM) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+		}
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("couldn't load the client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }

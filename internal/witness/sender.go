@@ -3,8 +3,6 @@ package witness
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/trailaudit/trail/internal/durable"
 	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/tlsconf"
 	"github.com/trailaudit/trail/internal/witness/cosig"
 )
 
@@ -48,23 +47,9 @@ type Endpoint struct {
 // witness's certificate must chain to the CA in caFile, and the log
 // presents the certificate in certFile with the key in keyFile.
 func NewHTTPClient(caFile, certFile, keyFile string) (*http.Client, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		b, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("couldn't read witness CA file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("witness CA file %s holds no PEM certificate", caFile)
-		}
-	}
-	if certFile != "" || keyFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("couldn't load the client certificate for the witness: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
+	tc, err := tlsconf.ClientFiles(caFile, certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("witness client: %w", err)
 	}
 	return &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     tc,
