@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -542,7 +543,7 @@ func (w *walker) checkRoot(cp signed) error {
 	}
 	match := w.root() == cp.root
 	if len(w.mism) > 0 {
-		idx := slices.Min(slicesKeys(w.mism))
+		idx := slices.Min(slices.Collect(maps.Keys(w.mism)))
 		m := w.mism[idx]
 		if match {
 			// The entries agree with the signed root: the tile changed.
@@ -554,14 +555,6 @@ func (w *walker) checkRoot(cp signed) error {
 		return &Damage{Where: where, What: fmt.Sprintf("signed root %s, but the stored entries and tiles hash to %s", cp.root, w.root()), Index: -1}
 	}
 	return nil
-}
-
-func slicesKeys(m map[int64]tileMismatch) []int64 {
-	ks := make([]int64, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	return ks
 }
 
 // damage turns a storage error into a Damage; other errors (a context
