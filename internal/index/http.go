@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trailaudit/trail/event"
@@ -77,10 +78,13 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 	for k := range values {
 		details[k] = values.Get(k)
 	}
-	if _, err := h.srv.Audit(ctx, server.Identity(r), "trail.search", event.Resource{Type: "trail.index"}, map[string]any{"query": details}); err != nil {
-		h.unavailable(w, "couldn't record the search in the log", err)
-		return
-	}
+	// The search is recorded in the log before it is answered; the record's
+	// synced write overlaps the search and the reads.
+	recorded := make(chan error, 1)
+	go func() {
+		_, err := h.srv.Audit(ctx, server.Identity(r), "trail.search", event.Resource{Type: "trail.index"}, map[string]any{"query": details})
+		recorded <- err
+	}()
 	// The page is proven against the newest checkpoint; one is signed only
 	// when a result lies past it (an entry of the last second), since
 	// signing costs a few synced writes.
@@ -90,43 +94,25 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 	indexed := min(h.ix.Next(), size)
 	idxs, more, err := h.ix.Search(ctx, q, indexed)
 	if err != nil {
+		<-recorded
 		h.unavailable(w, "couldn't search the index", err)
 		return
 	}
 	cp := h.log.Latest()
 	if cp == nil || len(idxs) > 0 && slices.Max(idxs) >= cp.Size {
 		if cp, err = h.log.Checkpoint(ctx); err != nil {
+			<-recorded
 			h.unavailable(w, "couldn't sign a checkpoint", err)
 			return
 		}
 	}
 	out := reply{Checkpoint: string(cp.Note), Indexed: indexed}
-	// Results are read by entry bundle (storage reads a whole bundle for
-	// one entry), each bundle once, on a few workers that overlap the
-	// reads with the proofs' hashing.
 	out.Results = make([]result, len(idxs))
-	errs := make([]error, len(idxs))
-	var groups [][]int // positions in idxs, by bundle
-	at := map[int64]int{}
-	for j, i := range idxs {
-		g, ok := at[i/bundleSize]
-		if !ok {
-			g = len(groups)
-			at[i/bundleSize] = g
-			groups = append(groups, nil)
-		}
-		groups[g] = append(groups[g], j)
+	errs := h.read(ctx, idxs, cp.Size, out.Results)
+	if err := <-recorded; err != nil {
+		h.unavailable(w, "couldn't record the search in the log", err)
+		return
 	}
-	var wg sync.WaitGroup
-	workers := min(len(groups), 2*runtime.GOMAXPROCS(0))
-	for k := range workers {
-		wg.Go(func() {
-			for g := k; g < len(groups); g += workers {
-				h.readGroup(ctx, idxs, groups[g], cp.Size, out.Results, errs)
-			}
-		})
-	}
-	wg.Wait()
 	for j, err := range errs {
 		if err != nil {
 			h.unavailable(w, fmt.Sprintf("couldn't read entry %d", idxs[j]), err)
@@ -141,6 +127,76 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 
 // bundleSize is the entries of one C2SP entry bundle.
 const bundleSize = 256
+
+// locator is the index's record of where entries lie in their bundles.
+type locator interface {
+	Locate(idx int64) (off int64, n int, ok bool)
+}
+
+// read reads and proves the results idxs in the tree of the given size,
+// into out, on a few workers that overlap the reads with the proofs'
+// hashing. An entry whose place in its bundle the index knows is read
+// alone (ledger.ReadEntryAt checks it against the tree); the others are
+// read by bundle, each bundle once, since storage reads a whole bundle for
+// one entry.
+func (h *handler) read(ctx context.Context, idxs []int64, size int64, out []result) []error {
+	// A job is one result at a known place, or the results of one bundle.
+	type job struct {
+		js     []int // positions in idxs
+		placed bool
+		off    int64
+		n      int
+	}
+	var jobs []job
+	at := map[int64]int{}
+	loc, _ := any(h.ix).(locator)
+	for j, i := range idxs {
+		if loc != nil {
+			if off, n, ok := loc.Locate(i); ok {
+				jobs = append(jobs, job{js: []int{j}, placed: true, off: off, n: n})
+				continue
+			}
+		}
+		g, ok := at[i/bundleSize]
+		if !ok {
+			g = len(jobs)
+			at[i/bundleSize] = g
+			jobs = append(jobs, job{})
+		}
+		jobs[g].js = append(jobs[g].js, j)
+	}
+	errs := make([]error, len(idxs))
+	var misplaced atomic.Int64
+	var wg sync.WaitGroup
+	workers := min(len(jobs), 2*runtime.GOMAXPROCS(0))
+	for k := range workers {
+		wg.Go(func() {
+			for g := k; g < len(jobs); g += workers {
+				jb := jobs[g]
+				if !jb.placed {
+					h.readGroup(ctx, idxs, jb.js, size, out, errs)
+					continue
+				}
+				j := jb.js[0]
+				leaf, err := h.log.ReadEntryAt(ctx, idxs[j], jb.off, jb.n)
+				switch {
+				case errors.Is(err, ledger.ErrMisplaced):
+					misplaced.Add(1)
+					h.readGroup(ctx, idxs, jb.js, size, out, errs)
+				case err != nil:
+					errs[j] = err
+				default:
+					out[j], errs[j] = h.entry(ctx, idxs[j], leaf, size)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := misplaced.Load(); n > 0 {
+		h.logger.Warn("search index: entries not where it recorded them, read from their bundles instead; the index is damaged (delete it to rebuild)", "entries", n)
+	}
+	return errs
+}
 
 // readGroup reads the results at positions js of idxs, all in one entry
 // bundle, from the log (never from the index) with one read, and proves

@@ -278,3 +278,55 @@ func TestLeafHash(t *testing.T) {
 		t.Errorf("LeafHash(600) = %v, want ErrNotFound", err)
 	}
 }
+
+// TestReadEntryAt reads entries at their places in sealed and staged
+// bundles, and refuses every wrong place: the places come from the search
+// index, which is not trusted.
+func TestReadEntryAt(t *testing.T) {
+	ctx := t.Context()
+	l := openLog(t, t.TempDir())
+	t.Cleanup(func() { l.Close() })
+	rng := rand.New(rand.NewPCG(5, 6))
+	var leaves [][]byte
+	for i := range 600 { // two sealed bundles and a staged one
+		leaves = append(leaves, fmt.Appendf(nil, "entry %d %s", i, bytes.Repeat([]byte{'x'}, rng.IntN(300))))
+	}
+	if _, err := l.Append(ctx, leaves...); err != nil {
+		t.Fatal(err)
+	}
+	// Each entry's data follows its 2-byte length in the bundle.
+	offs := make([]int64, len(leaves))
+	var at int64
+	for i, leaf := range leaves {
+		if i%c2sp.TileWidth == 0 {
+			at = 0
+		}
+		offs[i] = at + 2
+		at += 2 + int64(len(leaf))
+	}
+	for _, i := range []int64{0, 1, 255, 256, 300, 511, 512, 599} {
+		got, err := l.ReadEntryAt(ctx, i, offs[i], len(leaves[i]))
+		if err != nil || !bytes.Equal(got, leaves[i]) {
+			t.Errorf("ReadEntryAt(%d) = %q, %v; want %q", i, got, err, leaves[i])
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		index int64
+		off   int64
+		n     int
+	}{
+		{"another entry's place", 3, offs[4], len(leaves[4])},
+		{"one byte off", 300, offs[300] + 1, len(leaves[300])},
+		{"one byte short", 300, offs[300], len(leaves[300]) - 1},
+		{"beyond the bundle", 599, 1 << 20, 10},
+		{"negative offset", 5, -1, 10},
+	} {
+		if got, err := l.ReadEntryAt(ctx, tc.index, tc.off, tc.n); !errors.Is(err, ledger.ErrMisplaced) {
+			t.Errorf("%s: ReadEntryAt = %q, %v; want ErrMisplaced", tc.name, got, err)
+		}
+	}
+	if _, err := l.ReadEntryAt(ctx, 600, 2, 5); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("ReadEntryAt(600) = %v, want ErrNotFound", err)
+	}
+}

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -46,6 +47,32 @@ func (l *Log) ReadEntries(ctx context.Context, start, end int64) ([][]byte, erro
 		return nil, fmt.Errorf("entries [%d, %d): %w (log size %d)", start, end, storage.ErrNotFound, size)
 	}
 	return l.store.ReadEntries(ctx, start, end)
+}
+
+// ErrMisplaced is returned by ReadEntryAt when the bytes at the place given
+// are not the entry, or the backend cannot read part of a bundle: the
+// caller reads the entry with ReadEntries instead.
+var ErrMisplaced = errors.New("entry not at the place given")
+
+// ReadEntryAt returns the leaf of entry index, reading only the n bytes at
+// byte offset off of its entry bundle: the place a search index recorded.
+// The bytes are returned only if they hash to the entry's leaf hash in the
+// tree, so a wrong place (a damaged or altered index) yields ErrMisplaced,
+// never another entry.
+func (l *Log) ReadEntryAt(ctx context.Context, index, off int64, n int) ([]byte, error) {
+	ra, ok := l.store.(storage.EntryAtReader)
+	if !ok {
+		return nil, ErrMisplaced
+	}
+	want, err := l.LeafHash(ctx, index)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := ra.ReadEntryAt(ctx, index, off, n)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && tlog.RecordHash(leaf) != want {
+		return nil, fmt.Errorf("entry %d at %d+%d: %w", index, off, n, ErrMisplaced)
+	}
+	return leaf, err
 }
 
 // ReadEntry returns the leaf of one entry.

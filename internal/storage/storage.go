@@ -90,6 +90,17 @@ type Backend interface {
 	Close() error
 }
 
+// EntryAtReader is implemented by backends that can read part of an entry
+// bundle without reading all of it. A search index knows where each entry
+// lies in its bundle; reading those bytes alone saves reading (and
+// allocating) the bundle's 256 entries to return one.
+type EntryAtReader interface {
+	// ReadEntryAt returns the n bytes at byte offset off of the bundle that
+	// holds entry index (sealed or still being filled). It checks only that
+	// they are stored: the caller hashes them against the tree.
+	ReadEntryAt(ctx context.Context, index, off int64, n int) ([]byte, error)
+}
+
 // CorruptionError reports stored data that does not match what was
 // acknowledged or signed: bit rot, or tampering. It is never repaired
 // silently.

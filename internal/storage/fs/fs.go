@@ -32,8 +32,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -667,6 +669,34 @@ func (s *FS) ReadEntries(ctx context.Context, start, end int64) ([][]byte, error
 		out = append(out, entries[lo:hi]...)
 	}
 	return out, nil
+}
+
+// ReadEntryAt implements storage.EntryAtReader.
+func (s *FS) ReadEntryAt(ctx context.Context, index, off int64, n int) ([]byte, error) {
+	if index < 0 || index >= s.Size() || off < 0 || n < 0 || n > math.MaxUint16 {
+		return nil, fmt.Errorf("entry %d at %d+%d: %w", index, off, n, storage.ErrNotFound)
+	}
+	bundle := index / c2sp.TileWidth
+	f, err := os.Open(s.tilePath(c2sp.EntriesLevel, bundle))
+	if errors.Is(err, fs.ErrNotExist) {
+		f, err = os.Open(s.stagePath("entries", bundle))
+		if errors.Is(err, fs.ErrNotExist) {
+			// Sealed between the two opens.
+			f, err = os.Open(s.tilePath(c2sp.EntriesLevel, bundle))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read bundle %d: %w", bundle, err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("entry %d at %d+%d: beyond bundle %d: %w", index, off, n, bundle, storage.ErrNotFound)
+		}
+		return nil, fmt.Errorf("couldn't read bundle %d: %w", bundle, err)
+	}
+	return b, nil
 }
 
 // ReadTile implements storage.Backend.
