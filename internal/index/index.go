@@ -1,55 +1,60 @@
-// Package index is trail's search index: a SQLite database (with FTS5, in
-// pure Go through modernc.org/sqlite) derived from the log, which it
-// follows. It holds, per entry, the fields the search filters compare and
-// the entry's words for free text, never the entry itself: results are read
-// from the log and proven against a signed checkpoint (see http.go), and
-// clients check each result against their query (client.Search). The index
-// is not trusted; an altered row yields a result that fails on the client.
+// Package index is trail's search index: an inverted index derived from
+// the log, which it follows. It holds, per entry, the fields the search
+// filters compare and the entry's words for free text, never the entry
+// itself: results are read from the log and proven against a signed
+// checkpoint (see http.go), and clients check each result against their
+// query (client.Search). The index is not trusted; an altered posting
+// yields a result that fails on the client.
 //
-// The index lives in <data>/index/search.db (with SQLite's -wal and -shm
-// files). It is derived data: deleting the directory, with the server
-// stopped, is always safe; the next start rebuilds it from the log.
+// The index lives in <data>/index: segment files, each indexing a
+// contiguous range of entries (see segment.go for the format), and a
+// manifest (FileName) that names them and says how far the index goes. It
+// is derived data: deleting the directory, with the server stopped, is
+// always safe; the next start rebuilds it from the log.
 //
 // A follower goroutine reads new entries from the log, polling its size
-// (the append path does no work for it), and indexes them in large
-// transactions; each transaction also stores how far the index goes, so
-// after a crash it resumes from the last committed transaction. An index
-// that does not fit its log (another log's, one ahead of the log, an older
-// schema, a damaged file, or a missing progress row) is discarded and
+// (the append path does no work for it), decodes them on every core and
+// indexes each batch into a segment in memory, searchable at once. What is
+// in memory is written to a segment file every defaultFlushEntries entries
+// or after a quiet second, and the manifest replaced (synced, renamed):
+// after a crash the index resumes from the last manifest. Adjacent segment
+// files are merged in the background, so that there are few. An index that
+// does not fit its log (another log's, one ahead of the log, another
+// format version, a damaged file, or a missing manifest) is discarded and
 // rebuilt.
 package index
 
 import (
+	"bytes"
 	"context"
-	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
-
-	"github.com/trailaudit/trail/client"
-	"github.com/trailaudit/trail/internal/storage"
+	"github.com/trailaudit/trail/internal/durable"
 )
 
 // DirName is the index's directory in the data directory; FileName its
-// database in that directory.
+// manifest in that directory (the name of the SQLite database the index
+// used to be, so that an old index is found, and replaced).
 const (
 	DirName  = "index"
 	FileName = "search.db"
 )
 
-// schemaVersion changes whenever the schema or what is indexed changes: an
+// formatVersion changes whenever the format or what is indexed changes: an
 // index of another version is rebuilt.
-const schemaVersion = "2"
+const formatVersion = "3"
 
 // Defaults of Options.
 const (
@@ -80,8 +85,8 @@ type Options struct {
 	// Poll is how often the follower looks for new entries. Default
 	// DefaultPoll.
 	Poll time.Duration
-	// Batch is the most entries indexed in one transaction. Default
-	// DefaultBatch.
+	// Batch is the most entries indexed into one segment in memory; a
+	// batch is decoded by one core. Default DefaultBatch.
 	Batch int
 }
 
@@ -89,30 +94,89 @@ type Options struct {
 type Index struct {
 	opts Options
 	log  *slog.Logger
+	dir  string
 	path string
-	w    *sql.DB // one connection: all writes
-	r    *sql.DB // readers
 
 	writeMu sync.Mutex // one indexer at a time: the follower or CatchUp
 	next    atomic.Int64
 
-	stopOnce sync.Once
-	stop     chan struct{}
-	done     chan struct{}
-	started  atomic.Bool
-	wake     chan struct{}
+	viewMu     sync.RWMutex
+	view       *view
+	manifestMu sync.Mutex // changes of the segment files and the manifest
+	flushMu    sync.Mutex // one flush at a time
+	flushedMu  sync.Mutex
+	flushed    chan struct{} // closed and replaced at each flush
+	lastAdd    atomic.Int64  // Unix nanoseconds of the last batch indexed
+	flushKick  chan struct{}
+	mergeKick  chan struct{}
+	bg         sync.WaitGroup // the flusher and the merger
+	bgCancel   context.CancelFunc
+
+	stopOnce  sync.Once
+	stop      chan struct{}
+	done      chan struct{}
+	started   atomic.Bool
+	wake      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 
 	progressMu sync.Mutex
-	progress   chan struct{} // closed and replaced at each commit
+	progress   chan struct{} // closed and replaced at each batch indexed
 
-	// beforeCommit, if set, runs before each batch's commit; an error
-	// aborts the batch (tests inject crashes with it).
-	beforeCommit func(start, end int64) error
+	// Tuning; tests shrink them.
+	flushEntries int
+	maxMemory    int // entries in memory beyond which indexing waits for a flush
+	quiet        time.Duration
+	mergeFactor  int
+	maxSegment   int
+	noMerge      atomic.Bool
+
+	// beforeManifest, if set, runs before each write of the manifest with
+	// how far it would say the index goes; an error aborts the write, as a
+	// crash would (tests inject crashes with it). beforeMergeManifest is
+	// the same for merges only.
+	beforeManifest      func(next int64) error
+	beforeMergeManifest func() error
+}
+
+// testTune, if set, adjusts an index's tuning and hooks as Open makes it,
+// before its goroutines start.
+var testTune func(*Index)
+
+// view is the segments a search reads: immutable, replaced whole.
+type view struct {
+	segs []*segment // by base: the segment files, then those in memory
+	disk int        // segs[:disk] are files
+	next int64      // entries [0, next) are indexed
+}
+
+// durable returns how far the segment files go.
+func (v *view) durable() int64 {
+	if v.disk == 0 {
+		return 0
+	}
+	return v.segs[v.disk-1].end()
+}
+
+// manifest is the JSON of FileName.
+type manifest struct {
+	Version  string         `json:"version"`
+	Origin   string         `json:"origin"`
+	Next     int64          `json:"next"`
+	Segments []manifestFile `json:"segments"`
+}
+
+type manifestFile struct {
+	Name  string `json:"name"`
+	Base  int64  `json:"base"`
+	Count int64  `json:"count"`
+	Size  int64  `json:"size"`
 }
 
 // Open opens the index in opts.Dir, creating it, or discarding and
-// recreating it when it does not fit opts.Source. It does not index
-// anything: call CatchUp, or Start to follow the log.
+// recreating it when it does not fit opts.Source. It checks every segment
+// file's checksum. It does not index anything: call CatchUp, or Start to
+// follow the log.
 func Open(ctx context.Context, opts Options) (*Index, error) {
 	if opts.Dir == "" || opts.Source == nil {
 		return nil, errors.New("index: Dir and Source are required")
@@ -123,180 +187,362 @@ func Open(ctx context.Context, opts Options) (*Index, error) {
 	if opts.Batch <= 0 {
 		opts.Batch = DefaultBatch
 	}
-	ix := &Index{opts: opts, log: opts.Logger, path: filepath.Join(opts.Dir, FileName), stop: make(chan struct{}), done: make(chan struct{}),
-		wake: make(chan struct{}, 1), progress: make(chan struct{})}
+	ix := &Index{opts: opts, log: opts.Logger, dir: opts.Dir, path: filepath.Join(opts.Dir, FileName),
+		stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1), progress: make(chan struct{}),
+		flushed: make(chan struct{}), flushKick: make(chan struct{}, 1), mergeKick: make(chan struct{}, 1),
+		flushEntries: defaultFlushEntries, quiet: defaultQuiet, mergeFactor: defaultMergeFactor, maxSegment: defaultMaxSegment}
+	if testTune != nil {
+		testTune(ix)
+	}
+	ix.maxMemory = 4 * ix.flushEntries
 	if ix.log == nil {
 		ix.log = slog.New(slog.DiscardHandler)
 	}
+	// It holds what the events say: as private as the log's state.
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("couldn't create the index directory: %w", err)
 	}
-	reason, err := ix.open(ctx)
-	if err == nil && reason == "" {
-		return ix, nil
+	if err := os.Chmod(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("couldn't make the index directory private: %w", err)
 	}
+	segs, reason, err := ix.load()
 	if err != nil {
-		reason = err.Error()
-	}
-	ix.closeDBs()
-	ix.log.Warn("rebuilding the search index from the log", "reason", reason, "path", ix.path)
-	if err := ix.remove(); err != nil {
 		return nil, err
 	}
-	if reason, err = ix.open(ctx); err != nil || reason != "" {
-		ix.closeDBs()
-		return nil, fmt.Errorf("couldn't create the search index %s: %v%s", ix.path, err, reason)
+	if reason != "" {
+		ix.log.Warn("rebuilding the search index from the log", "reason", reason, "path", ix.dir)
+		if err := ix.clear(true, nil); err != nil {
+			return nil, err
+		}
+		segs = nil
 	}
+	if reason != "" || !exists(ix.path) {
+		if err := ix.writeManifest(nil); err != nil {
+			return nil, fmt.Errorf("couldn't create the search index in %s: %w", ix.dir, err)
+		}
+	}
+	if err := ix.clear(false, segs); err != nil { // leftovers of a crash
+		for _, s := range segs {
+			s.release()
+		}
+		return nil, err
+	}
+	ix.view = &view{segs: segs, disk: len(segs)}
+	ix.view.next = ix.view.durable()
+	ix.next.Store(ix.view.next)
+	bgCtx, cancel := context.WithCancel(context.Background())
+	ix.bgCancel = cancel
+	ix.bg.Add(2)
+	go ix.flusher(bgCtx)
+	go ix.merger(bgCtx)
+	ix.mergeKick <- struct{}{}
 	return ix, nil
 }
 
-func dsn(path string, extra ...string) string {
-	p := []string{"page_size(16384)", "journal_mode(WAL)", "synchronous(NORMAL)", "busy_timeout(10000)", "temp_store(MEMORY)"}
-	p = append(p, extra...)
-	return "file:" + path + "?_pragma=" + strings.Join(p, "&_pragma=")
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
-const schema = `
-CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events(
-	idx      INTEGER PRIMARY KEY,
-	time     INTEGER,
-	received INTEGER,
-	actor    TEXT,
-	action   TEXT,
-	rtype    TEXT,
-	rid      TEXT,
-	outcome  TEXT,
-	source   TEXT,
-	via      TEXT
-);
-CREATE INDEX IF NOT EXISTS events_actor ON events(actor, time);
-CREATE INDEX IF NOT EXISTS events_action ON events(action);
-CREATE INDEX IF NOT EXISTS events_rid ON events(rid, time);
-CREATE INDEX IF NOT EXISTS events_source ON events(source);
-CREATE INDEX IF NOT EXISTS events_time ON events(time);
-CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, content='', columnsize=0, tokenize='unicode61 remove_diacritics 0');
-INSERT INTO fts(fts, rank) VALUES ('pgsz', 16000);
-INSERT INTO fts(fts, rank) VALUES ('automerge', 8);
-`
-
-// open opens the database and checks that it fits the source. It returns
-// why the index must be rebuilt, or "".
-func (ix *Index) open(ctx context.Context) (string, error) {
-	// It holds what the events say: as private as the log's state. SQLite
-	// gives its -wal and -shm files the database's mode.
-	f, err := os.OpenFile(ix.path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return "", err
-	}
-	f.Close()
-	if ix.w, err = sql.Open("sqlite", dsn(ix.path, "cache_size(-262144)")); err != nil {
-		return "", err
-	}
-	ix.w.SetMaxOpenConns(1)
-	if _, err := ix.w.ExecContext(ctx, schema); err != nil {
-		return "", fmt.Errorf("schema: %w", err)
-	}
-	meta := map[string]string{}
-	rows, err := ix.w.QueryContext(ctx, `SELECT k, v FROM meta`)
-	if err != nil {
-		return "", err
-	}
-	for rows.Next() {
-		var k, v string
-		if err := rows.Scan(&k, &v); err != nil {
-			rows.Close()
-			return "", err
+// load opens the segment files the manifest names, checking that they fit
+// the source. It returns why the index must be rebuilt, or "".
+func (ix *Index) load() ([]*segment, string, error) {
+	b, err := os.ReadFile(ix.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		names, err := ix.files()
+		if err != nil {
+			return nil, "", err
 		}
-		meta[k] = v
+		for _, n := range names {
+			if strings.HasSuffix(n, ".seg") {
+				return nil, fmt.Sprintf("its manifest %s is missing", FileName), nil
+			}
+		}
+		return nil, "", nil
 	}
-	if err := rows.Close(); err != nil {
-		return "", err
+	if err != nil {
+		return nil, fmt.Sprintf("its manifest is unreadable: %v", err), nil
+	}
+	var m manifest
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Sprintf("its manifest is damaged: %v", err), nil
 	}
 	src := ix.opts.Source
-	var next int64
-	if len(meta) == 0 {
-		var any int
-		if err := ix.w.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1)`).Scan(&any); err != nil {
-			return "", err
-		}
-		if any > 0 {
-			return "its progress record is missing", nil
-		}
-		if _, err := ix.w.ExecContext(ctx, `INSERT INTO meta(k, v) VALUES ('version', ?), ('origin', ?), ('next', '0')`, schemaVersion, src.Origin()); err != nil {
-			return "", err
-		}
-	} else {
-		switch {
-		case meta["version"] != schemaVersion:
-			return fmt.Sprintf("schema version %q, want %q", meta["version"], schemaVersion), nil
-		case meta["origin"] != src.Origin():
-			return fmt.Sprintf("it indexes log %q, not %q", meta["origin"], src.Origin()), nil
-		}
-		if _, err := fmt.Sscan(meta["next"], &next); err != nil || next < 0 {
-			return "its progress record is missing or malformed", nil
-		}
-		if size := src.Size(); next > size {
-			return fmt.Sprintf("it indexes %d entries, the log holds %d", next, size), nil
-		}
+	switch {
+	case m.Version != formatVersion:
+		return nil, fmt.Sprintf("format version %q, want %q", m.Version, formatVersion), nil
+	case m.Origin != src.Origin():
+		return nil, fmt.Sprintf("it indexes log %q, not %q", m.Origin, src.Origin()), nil
+	case m.Next < 0:
+		return nil, "its manifest is damaged: negative progress", nil
+	case m.Next > src.Size():
+		return nil, fmt.Sprintf("it indexes %d entries, the log holds %d", m.Next, src.Size()), nil
 	}
-	ix.next.Store(next)
-	if ix.r, err = sql.Open("sqlite", dsn(ix.path, "query_only(1)")); err != nil {
-		return "", err
+	var segs []*segment
+	fail := func(reason string) ([]*segment, string, error) {
+		for _, s := range segs {
+			s.release()
+		}
+		return nil, reason, nil
 	}
-	ix.r.SetMaxOpenConns(8)
-	ix.r.SetMaxIdleConns(8)
-	return "", nil
+	at := int64(0)
+	for _, f := range m.Segments {
+		if f.Base != at || f.Count <= 0 || f.Name != segName(f.Base, f.Base+f.Count) {
+			return fail(fmt.Sprintf("its manifest is damaged: segment %q of entries [%d, %d) after %d", f.Name, f.Base, f.Base+f.Count, at))
+		}
+		s, err := openSegmentFile(filepath.Join(ix.dir, f.Name), true)
+		if err != nil {
+			return fail(fmt.Sprintf("segment %s: %v", f.Name, err))
+		}
+		segs = append(segs, s)
+		if s.base != f.Base || int64(s.n) != f.Count || int64(len(s.data)) != f.Size {
+			return fail(fmt.Sprintf("segment %s holds entries [%d, %d) in %d bytes, not what the manifest says", f.Name, s.base, s.end(), len(s.data)))
+		}
+		at += f.Count
+	}
+	if at != m.Next {
+		return fail(fmt.Sprintf("its manifest is damaged: segments up to %d, progress %d", at, m.Next))
+	}
+	return segs, "", nil
 }
 
-func (ix *Index) closeDBs() error {
-	var err error
-	if ix.r != nil {
-		err = ix.r.Close()
-		ix.r = nil
+// files returns the names in the index directory.
+func (ix *Index) files() ([]string, error) {
+	ents, err := os.ReadDir(ix.dir)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read the index directory: %w", err)
 	}
-	if ix.w != nil {
-		err = errors.Join(err, ix.w.Close())
-		ix.w = nil
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
 	}
-	return err
+	return names, nil
 }
 
-func (ix *Index) remove() error {
-	for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
-		if err := os.Remove(ix.path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+// clear removes the index's files: with all, every one; otherwise those
+// other than the manifest and keep: segments no manifest names (a crash
+// during a flush or a merge), temporary files, an old SQLite index's.
+func (ix *Index) clear(all bool, keep []*segment) error {
+	names, err := ix.files()
+	if err != nil {
+		return err
+	}
+	kept := map[string]bool{}
+	for _, s := range keep {
+		kept[s.name] = true
+	}
+	for _, n := range names {
+		own := strings.HasSuffix(n, ".seg") || strings.HasPrefix(n, ".tmp-") || strings.HasPrefix(n, FileName)
+		if !own || kept[n] || n == FileName && !all {
+			continue
+		}
+		if err := removeIfExists(filepath.Join(ix.dir, n)); err != nil {
 			return fmt.Errorf("couldn't remove the old search index: %w", err)
 		}
 	}
 	return nil
 }
 
-// Next returns the number of entries indexed: entries [0, Next()) are.
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// writeManifest records the segment files disk, which cover the entries
+// [0, next), as the index: durably, replacing the manifest.
+func (ix *Index) writeManifest(disk []*segment) error {
+	m := manifest{Version: formatVersion, Origin: ix.opts.Source.Origin(), Segments: []manifestFile{}}
+	for _, s := range disk {
+		m.Segments = append(m.Segments, manifestFile{Name: s.name, Base: s.base, Count: int64(s.n), Size: int64(len(s.data))})
+		m.Next = s.end()
+	}
+	if ix.beforeManifest != nil {
+		if err := ix.beforeManifest(m.Next); err != nil {
+			return err
+		}
+	}
+	b, err := json.MarshalIndent(m, "", "\t")
+	if err != nil {
+		return err
+	}
+	if err := durable.WriteFile(ix.path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("couldn't write the search index's manifest: %w", err)
+	}
+	return nil
+}
+
+// openSegmentFile maps a segment file; with verify it checks its checksum.
+func openSegmentFile(path string, verify bool) (*segment, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() < headerSize+footerSize || fi.Size() > 1<<40 {
+		return nil, corrupt("%d bytes", fi.Size())
+	}
+	data, unmap, err := mapFile(f, int(fi.Size()))
+	if err != nil {
+		return nil, fmt.Errorf("couldn't map %s: %w", path, err)
+	}
+	s, err := parseSegment(data, verify)
+	if err != nil {
+		unmap()
+		return nil, err
+	}
+	s.name, s.path, s.unmap = filepath.Base(path), path, unmap
+	s.refs.Store(1)
+	return s, nil
+}
+
+// acquire returns the current view, its segment files held until
+// releaseView.
+func (ix *Index) acquire() *view {
+	ix.viewMu.RLock()
+	defer ix.viewMu.RUnlock()
+	v := ix.view
+	for _, s := range v.segs[:v.disk] {
+		s.acquire()
+	}
+	return v
+}
+
+func (ix *Index) releaseView(v *view) {
+	for _, s := range v.segs[:v.disk] {
+		s.release()
+	}
+}
+
+// Next returns the number of entries indexed: entries [0, Next()) are
+// searchable. Those past the last flush are in memory: a crash loses them,
+// and the index indexes them again.
 func (ix *Index) Next() int64 { return ix.next.Load() }
 
-// Path returns the database file.
+// Path returns the index's manifest.
 func (ix *Index) Path() string { return ix.path }
 
+// Locate returns where entry idx lies in its C2SP entry bundle (bundle
+// idx/256): the offset of its data (after its 2-byte length) and its
+// length. ok is false if the index does not hold it.
+func (ix *Index) Locate(idx int64) (off int64, n int, ok bool) {
+	v := ix.acquire()
+	defer ix.releaseView(v)
+	if idx < 0 || idx >= v.next {
+		return 0, 0, false
+	}
+	k := sort.Search(len(v.segs), func(k int) bool { return v.segs[k].end() > idx })
+	if k == len(v.segs) || v.segs[k].base > idx {
+		return 0, 0, false
+	}
+	off, n = v.segs[k].locate(int(idx - v.segs[k].base))
+	return off, n, n > 0
+}
+
+// errClosed is returned by CatchUp once the index is closed.
+var errClosed = errors.New("index: closed")
+
 // CatchUp indexes every entry of the source not yet indexed, up to its size
-// when called, in transactions of Options.Batch entries, calling progress
-// (if not nil) after each.
+// when called, calling progress (if not nil) after each batch of
+// Options.Batch entries, and writes them to disk: when it returns nil,
+// they are durable.
 func (ix *Index) CatchUp(ctx context.Context, progress func(done, total int64)) error {
+	if err := ix.catchUp(ctx, progress); err != nil {
+		return err
+	}
+	return ix.flush(ctx)
+}
+
+// catchUp indexes the entries not yet indexed into segments in memory,
+// decoding batches on every core at once.
+func (ix *Index) catchUp(ctx context.Context, progress func(done, total int64)) error {
 	ix.writeMu.Lock()
 	defer ix.writeMu.Unlock()
 	total := ix.opts.Source.Size()
+	workers := max(1, runtime.GOMAXPROCS(0))
+	batch := int64(ix.opts.Batch)
 	for next := ix.next.Load(); next < total; next = ix.next.Load() {
-		if err := ctx.Err(); err != nil {
+		if err := ix.waitMemory(ctx); err != nil {
 			return err
 		}
-		end := min(total, next+int64(ix.opts.Batch))
-		if err := ix.indexRange(ctx, next, end); err != nil {
-			return err
+		var starts []int64
+		for s := next; s < total && len(starts) < workers; s += batch {
+			starts = append(starts, s)
 		}
-		if progress != nil {
-			progress(end, total)
+		segs := make([]*segment, len(starts))
+		errs := make([]error, len(starts))
+		var wg sync.WaitGroup
+		for k, s := range starts {
+			wg.Go(func() { segs[k], errs[k] = ix.build(ctx, s, min(s+batch, total)) })
+		}
+		wg.Wait()
+		for k, s := range segs {
+			if errs[k] != nil {
+				return errs[k]
+			}
+			ix.publish(s)
+			if progress != nil {
+				progress(s.end(), total)
+			}
 		}
 	}
 	return nil
+}
+
+// waitMemory waits while more than maxMemory entries wait for a flush.
+func (ix *Index) waitMemory(ctx context.Context) error {
+	for {
+		ix.flushedMu.Lock()
+		ch := ix.flushed
+		ix.flushedMu.Unlock()
+		ix.viewMu.RLock()
+		v := ix.view
+		ix.viewMu.RUnlock()
+		if v.next-v.durable() <= int64(ix.maxMemory) {
+			return nil
+		}
+		select {
+		case ix.flushKick <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ix.stop:
+			return errClosed
+		}
+	}
+}
+
+// publish makes a segment in memory searchable.
+func (ix *Index) publish(s *segment) {
+	ix.viewMu.Lock()
+	cur := ix.view
+	segs := make([]*segment, len(cur.segs), len(cur.segs)+1)
+	copy(segs, cur.segs)
+	nv := &view{segs: append(segs, s), disk: cur.disk, next: s.end()}
+	ix.view = nv
+	ix.viewMu.Unlock()
+	ix.next.Store(s.end())
+	ix.lastAdd.Store(time.Now().UnixNano())
+	if nv.next-nv.durable() >= int64(ix.flushEntries) {
+		select {
+		case ix.flushKick <- struct{}{}:
+		default:
+		}
+	}
+	ix.progressMu.Lock()
+	close(ix.progress)
+	ix.progress = make(chan struct{})
+	ix.progressMu.Unlock()
 }
 
 // Start starts the follower: a goroutine that indexes new entries as the
@@ -331,11 +577,11 @@ func (ix *Index) follow() {
 				}
 			}
 		}
-		err := ix.CatchUp(ctx, nil)
+		err := ix.catchUp(ctx, nil)
 		switch {
 		case err == nil:
 			wait = ix.opts.Poll
-		case ctx.Err() != nil:
+		case ctx.Err() != nil || errors.Is(err, errClosed):
 			return
 		default:
 			ix.log.Error("couldn't index entries; retrying", "from", ix.Next(), "err", err)
@@ -375,157 +621,30 @@ func (ix *Index) WaitFor(ctx context.Context, n int64, timeout time.Duration) bo
 	}
 }
 
-// Close stops the follower, waiting for a batch in progress to commit, and
-// closes the database.
+// Close stops the follower and the background merges, writes what is in
+// memory to disk, and closes the segment files. Searches after Close find
+// nothing.
 func (ix *Index) Close() error {
-	ix.stopOnce.Do(func() { close(ix.stop) })
-	if ix.started.Load() {
-		<-ix.done
-	}
-	ix.writeMu.Lock()
-	defer ix.writeMu.Unlock()
-	return ix.closeDBs()
-}
-
-// nanos returns t as Unix nanoseconds, saturated outside the years 1678 to
-// 2261 that int64 nanoseconds reach.
-func nanos(t time.Time) int64 {
-	switch y := t.Year(); {
-	case y < 1678:
-		return math.MinInt64
-	case y > 2261:
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
-
-func nullable(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
-// row is one entry as the index holds it; text is "" for none.
-type row struct {
-	args [10]any
-	text string
-}
-
-// rowsPerInsert is how many rows one INSERT statement carries: fewer
-// statements, less overhead per row.
-const rowsPerInsert = 64
-
-// indexRange indexes entries [start, end) in one transaction, which also
-// records end as the progress.
-func (ix *Index) indexRange(ctx context.Context, start, end int64) error {
-	src := ix.opts.Source
-	leaves, err := src.ReadEntries(ctx, start, end)
-	if err != nil {
-		return fmt.Errorf("couldn't read entries [%d, %d): %w", start, end, err)
-	}
-	rows, err := ix.rows(ctx, start, leaves)
-	if err != nil {
-		return err
-	}
-	tx, err := ix.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	stmts := map[string]*sql.Stmt{}
-	defer func() {
-		for _, st := range stmts {
-			st.Close()
+	ix.closeOnce.Do(func() {
+		ix.stopOnce.Do(func() { close(ix.stop) })
+		if ix.started.Load() {
+			<-ix.done
 		}
-	}()
-	exec := func(head, tuple string, n int, args []any) error {
-		key := fmt.Sprint(head, n)
-		st := stmts[key]
-		if st == nil {
-			q := head + strings.TrimSuffix(strings.Repeat(tuple+",", n), ",")
-			if st, err = tx.PrepareContext(ctx, q); err != nil {
-				return err
-			}
-			stmts[key] = st
+		ix.bgCancel()
+		ix.bg.Wait()
+		ix.writeMu.Lock()
+		defer ix.writeMu.Unlock()
+		err := ix.flush(context.Background())
+		ix.manifestMu.Lock()
+		defer ix.manifestMu.Unlock()
+		ix.viewMu.Lock()
+		v := ix.view
+		ix.view = &view{}
+		ix.viewMu.Unlock()
+		for _, s := range v.segs[:v.disk] {
+			err = errors.Join(err, s.release())
 		}
-		_, err := st.ExecContext(ctx, args...)
-		return err
-	}
-	args := make([]any, 0, rowsPerInsert*10)
-	texts := make([]any, 0, rowsPerInsert*2)
-	for i := 0; i < len(rows); i += rowsPerInsert {
-		chunk := rows[i:min(i+rowsPerInsert, len(rows))]
-		args, texts = args[:0], texts[:0]
-		for _, r := range chunk {
-			args = append(args, r.args[:]...)
-			if r.text != "" {
-				texts = append(texts, r.args[0], r.text)
-			}
-		}
-		if err := exec("INSERT INTO events(idx, time, received, actor, action, rtype, rid, outcome, source, via) VALUES ", "(?,?,?,?,?,?,?,?,?,?)", len(chunk), args); err != nil {
-			return fmt.Errorf("couldn't index entries [%d, %d): %w", start+int64(i), start+int64(i+len(chunk)), err)
-		}
-		if len(texts) > 0 {
-			if err := exec("INSERT INTO fts(rowid, text) VALUES ", "(?,?)", len(texts)/2, texts); err != nil {
-				return fmt.Errorf("couldn't index the text of entries [%d, %d): %w", start+int64(i), start+int64(i+len(chunk)), err)
-			}
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE meta SET v = ? WHERE k = 'next'`, fmt.Sprint(end)); err != nil {
-		return err
-	}
-	if ix.beforeCommit != nil {
-		if err := ix.beforeCommit(start, end); err != nil {
-			return err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("couldn't commit entries [%d, %d) to the index: %w", start, end, err)
-	}
-	ix.next.Store(end)
-	ix.progressMu.Lock()
-	close(ix.progress)
-	ix.progress = make(chan struct{})
-	ix.progressMu.Unlock()
-	return nil
-}
-
-// rows derives the rows of entries start... from their leaves, on every
-// core: decoding costs as much as storing.
-func (ix *Index) rows(ctx context.Context, start int64, leaves [][]byte) ([]row, error) {
-	rows := make([]row, len(leaves))
-	workers := min(runtime.GOMAXPROCS(0), max(1, len(leaves)/256))
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < len(leaves); i += workers {
-				if errs[w] = ix.row(ctx, start+int64(i), leaves[i], &rows[i]); errs[w] != nil {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return rows, errors.Join(errs...)
-}
-
-func (ix *Index) row(ctx context.Context, idx int64, leaf []byte, r *row) error {
-	r.args[0] = idx
-	body, err := ix.opts.Source.Body(ctx, leaf)
-	if err != nil {
-		if _, ok := errors.AsType[*storage.CorruptionError](err); !ok && !errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("couldn't read entry %d: %w", idx, err)
-		}
-		ix.log.Error("search index: entry body unreadable; indexed without fields", "index", idx, "err", err)
-	}
-	doc, err := client.DocOf(body)
-	if err != nil {
-		return nil // not an event envelope: found only by searches without filters
-	}
-	r.args = [10]any{idx, nanos(doc.Time), nanos(doc.Received), nullable(doc.Actor), nullable(doc.Action),
-		nullable(doc.ResourceType), nullable(doc.ResourceID), nullable(doc.Outcome), nullable(doc.Source), nullable(doc.Via)}
-	r.text = doc.Text
-	return nil
+		ix.closeErr = err
+	})
+	return ix.closeErr
 }

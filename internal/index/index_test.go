@@ -3,11 +3,12 @@ package index
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -252,9 +254,10 @@ func TestSearchAgreesWithBruteForce(t *testing.T) {
 	}
 }
 
-// TestCatchUpAfterCrash: a batch cut short leaves the index at the last
-// committed batch, and reopening catches up; a lost progress record makes
-// it rebuild; an index of another log is rebuilt.
+// TestCatchUpAfterCrash: a crash before the manifest records a flush
+// loses only what was not flushed, and reopening catches up; a lost or
+// damaged manifest, a damaged segment file, another format version, an
+// index ahead of the log or of another log make it rebuild.
 func TestCatchUpAfterCrash(t *testing.T) {
 	l := openLog(t, t.TempDir())
 	defer l.Close()
@@ -263,29 +266,34 @@ func TestCatchUpAfterCrash(t *testing.T) {
 	for range 1000 {
 		leaves = append(leaves, g.leaf())
 	}
-	if _, err := l.Append(t.Context(), leaves...); err != nil {
+	if _, err := l.Append(t.Context(), leaves[:600]...); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	crash := errors.New("crash")
+	var crashing atomic.Bool
+	tune(t, func(ix *Index) {
+		ix.beforeManifest = func(next int64) error {
+			if crashing.Load() {
+				return crash
+			}
+			return nil
+		}
+	})
 	ix, err := Open(t.Context(), Options{Dir: dir, Source: l, Batch: 300})
 	if err != nil {
 		t.Fatal(err)
 	}
-	crash := errors.New("crash")
-	ix.beforeCommit = func(start, end int64) error {
-		if start >= 600 {
-			return crash
-		}
-		return nil
+	if err := ix.CatchUp(t.Context(), nil); err != nil {
+		t.Fatal(err)
 	}
+	if _, err := l.Append(t.Context(), leaves[600:]...); err != nil {
+		t.Fatal(err)
+	}
+	crashing.Store(true)
 	if err := ix.CatchUp(t.Context(), nil); !errors.Is(err, crash) {
 		t.Fatalf("CatchUp = %v, want the injected crash", err)
 	}
-	if ix.Next() != 600 {
-		t.Fatalf("Next() = %d after a crash in the third batch, want 600", ix.Next())
-	}
-	ix.Close()
-
 	count := func(ix *Index) int {
 		q, _ := ParseQuery(url.Values{"limit": {"1000"}}, time.Now())
 		got, _, err := ix.Search(t.Context(), q, 2000)
@@ -294,6 +302,14 @@ func TestCatchUpAfterCrash(t *testing.T) {
 		}
 		return len(got)
 	}
+	if ix.Next() != 1000 || count(ix) != 1000 {
+		t.Fatalf("before the crash: Next() = %d, %d found, want 1000 (in memory)", ix.Next(), count(ix))
+	}
+	if err := ix.Close(); !errors.Is(err, crash) {
+		t.Fatalf("Close = %v, want the injected crash", err)
+	}
+	crashing.Store(false)
+
 	ix, err = Open(t.Context(), Options{Dir: dir, Source: l, Batch: 300, Poll: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -301,6 +317,7 @@ func TestCatchUpAfterCrash(t *testing.T) {
 	if ix.Next() != 600 || count(ix) != 600 {
 		t.Fatalf("reopened: Next() = %d, %d entries found, want 600", ix.Next(), count(ix))
 	}
+	checkFiles(t, dir)
 	ix.Start() // the follower catches up, and follows new appends
 	if _, err := l.Append(t.Context(), g.leaf()); err != nil {
 		t.Fatal(err)
@@ -309,40 +326,86 @@ func TestCatchUpAfterCrash(t *testing.T) {
 	if n := count(ix); n != 1000 {
 		t.Fatalf("after catching up %d entries found (limit 1000), want 1000", n)
 	}
-	ix.Close()
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
 
-	// Lose the progress record: the index cannot know what it holds.
-	forget(t, filepath.Join(dir, FileName))
-	ix, err = Open(t.Context(), Options{Dir: dir, Source: l})
-	if err != nil {
-		t.Fatal(err)
+	// Each of these makes the index rebuild: opened, it starts at 0, says
+	// why, and catches up.
+	manifestPath := filepath.Join(dir, FileName)
+	segFile := func() string {
+		names, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+		if len(names) == 0 {
+			t.Fatal("no segment file")
+		}
+		return names[len(names)-1]
 	}
-	if ix.Next() != 0 {
-		t.Fatalf("without its progress record the index starts at %d, want 0 (rebuilt)", ix.Next())
+	editManifest := func(edit func(m map[string]any)) {
+		b, err := os.ReadFile(manifestPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		edit(m)
+		if b, err = json.Marshal(m); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(manifestPath, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := ix.CatchUp(t.Context(), nil); err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		name, reason string
+		damage       func()
+	}{
+		{"lost manifest", "manifest search.db is missing", func() { os.Remove(manifestPath) }},
+		{"damaged manifest", "manifest is damaged", func() {
+			os.WriteFile(manifestPath, bytes.Repeat([]byte("garbage!"), 4096), 0o600)
+		}},
+		{"other version", "format version", func() { editManifest(func(m map[string]any) { m["version"] = "2" }) }},
+		{"ahead of the log", "it indexes 5000 entries, the log holds 1001", func() { editManifest(func(m map[string]any) { m["next"] = 5000 }) }},
+		{"damaged segment", "checksum", func() {
+			f, err := os.OpenFile(segFile(), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			b := make([]byte, 1)
+			f.ReadAt(b, 300)
+			f.WriteAt([]byte{b[0] ^ 0x40}, 300)
+		}},
+		{"truncated segment", "segment", func() {
+			fi, err := os.Stat(segFile())
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.Truncate(segFile(), fi.Size()/2)
+		}},
+		{"segment file missing", "segment", func() { os.Remove(segFile()) }},
+	} {
+		c.damage()
+		var logs bytes.Buffer
+		ix, err = Open(t.Context(), Options{Dir: dir, Source: l, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatalf("%s: Open: %v", c.name, err)
+		}
+		if ix.Next() != 0 || !strings.Contains(logs.String(), "rebuilding the search index") || !strings.Contains(logs.String(), c.reason) {
+			t.Fatalf("%s: opened at %d, logged %q; want 0, and a rebuild saying %q", c.name, ix.Next(), logs.String(), c.reason)
+		}
+		checkFiles(t, dir)
+		if err := ix.CatchUp(t.Context(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if ix.Next() != 1001 || count(ix) != 1000 {
+			t.Fatalf("%s: rebuilt: Next() = %d, %d found", c.name, ix.Next(), count(ix))
+		}
+		if err := ix.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if ix.Next() != 1001 || count(ix) != 1000 {
-		t.Fatalf("rebuilt: Next() = %d, %d found", ix.Next(), count(ix))
-	}
-	ix.Close()
-
-	// A damaged file: rebuilt.
-	for _, suffix := range []string{"-wal", "-shm"} {
-		os.Remove(filepath.Join(dir, FileName+suffix))
-	}
-	if err := os.WriteFile(filepath.Join(dir, FileName), bytes.Repeat([]byte("garbage!"), 4096), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ix, err = Open(t.Context(), Options{Dir: dir, Source: l})
-	if err != nil {
-		t.Fatalf("Open over a damaged file: %v", err)
-	}
-	if err := ix.CatchUp(t.Context(), nil); err != nil || count(ix) != 1000 {
-		t.Fatalf("after rebuilding a damaged index: %v, %d found", err, count(ix))
-	}
-	ix.Close()
 
 	// Another log: the index is rebuilt for it.
 	other := openLog(t, t.TempDir())
@@ -358,15 +421,46 @@ func TestCatchUpAfterCrash(t *testing.T) {
 	}
 }
 
-func forget(t *testing.T, path string) {
+// tune makes the indexes opened during the test use f's settings.
+func tune(t *testing.T, f func(*Index)) {
 	t.Helper()
-	db, err := openRaw(path)
+	testTune = f
+	t.Cleanup(func() { testTune = nil })
+}
+
+// checkFiles checks that the index directory holds the manifest and the
+// segment files it names, nothing else, each private.
+func checkFiles(t *testing.T, dir string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	if _, err := db.Exec(`DELETE FROM meta`); err != nil {
+	var m manifest
+	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
+	}
+	want := []string{FileName}
+	for _, s := range m.Segments {
+		want = append(want, s.Name)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+		if fi, err := e.Info(); err == nil && fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", e.Name(), fi.Mode().Perm())
+		}
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("index directory holds %v, want %v", got, want)
+	}
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm() != 0o700 {
+		t.Errorf("index directory has mode %v, want 0700", fi.Mode().Perm())
 	}
 }
 
@@ -489,30 +583,30 @@ func TestSearchAPI(t *testing.T) {
 	}
 }
 
-// TestAlteredIndexFailsOnClient: the index is not trusted. A row changed
-// to match a query it does not match yields a result the client rejects.
+// TestAlteredIndexFailsOnClient: the index is not trusted. A posting
+// changed to claim that an entry matches a query it does not match yields
+// a result the client rejects.
 func TestAlteredIndexFailsOnClient(t *testing.T) {
 	s, ix := startServer(t)
 	ctx := t.Context()
 	idxs, err := s.Server.Ingest(ctx, tlsconf.Identity{Name: "api-1", Role: tlsconf.RoleWriter}, "json", []event.Event{
 		{Time: time.Now(), Actor: event.Actor{ID: "alice"}, Action: "secret.read", Outcome: event.Success},
+		{Time: time.Now(), Actor: event.Actor{ID: "mallory"}, Action: "secret.read", Outcome: event.Success},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return ix.Next() > idxs[0] })
+	waitFor(t, func() bool { return ix.Next() > idxs[1] })
 	auditor := newClient(t, s, "auditor-1", tlsconf.RoleAuditor)
-	if page, err := auditor.Search(ctx, client.SearchQuery{Actor: "mallory"}); err != nil || len(page.Results) != 0 {
-		t.Fatalf("before tampering: %+v, %v", page, err)
+	if page, err := auditor.Search(ctx, client.SearchQuery{Actor: "mallory"}); err != nil || len(page.Results) != 1 || page.Results[0].Index != idxs[1] {
+		t.Fatalf("before tampering: %+v, %v, want entry %d", page, err, idxs[1])
 	}
-	db, err := openRaw(ix.Path())
-	if err != nil {
+	// The posting of actor=mallory now names alice's entry.
+	ix.noMerge.Store(true)
+	if err := ix.flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	if _, err := db.Exec(`UPDATE events SET actor = 'mallory' WHERE idx = ?`, idxs[0]); err != nil {
-		t.Fatal(err)
-	}
+	alterPosting(t, ix, string(fieldActor)+"mallory", idxs[0])
 	_, err = auditor.Search(ctx, client.SearchQuery{Actor: "mallory"})
 	if !errors.Is(err, client.ErrVerification) || !strings.Contains(err.Error(), fmt.Sprintf("entry %d does not satisfy actor", idxs[0])) {
 		t.Fatalf("Search after tampering = %v, want a verification error naming entry %d and actor", err, idxs[0])
@@ -556,12 +650,40 @@ func TestBadQueries(t *testing.T) {
 
 func base64Cursor(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-// openRaw opens the index database directly, as someone with write access
-// to the data directory could.
-func openRaw(path string) (*sql.DB, error) { return sql.Open("sqlite", dsn(path)) }
+// alterPosting rewrites, in its segment file, the one-entry postings of
+// term to name entry idx instead, as someone with write access to the data
+// directory could.
+func alterPosting(t *testing.T, ix *Index, term string, idx int64) {
+	t.Helper()
+	v := ix.acquire()
+	defer ix.releaseView(v)
+	for _, s := range v.segs[:v.disk] {
+		rec, ok, err := s.find([]byte(term))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			continue
+		}
+		b := binary.AppendUvarint(nil, uint64(idx-s.base))
+		if rec.count != 1 || len(b) != len(rec.postings) || idx < s.base || idx >= s.end() {
+			t.Fatalf("can't alter the postings of %q (%d entries, %d bytes) in [%d, %d) to %d", term, rec.count, len(rec.postings), s.base, s.end(), idx)
+		}
+		f, err := os.OpenFile(s.path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(b, int64(rec.at)); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("no segment file holds %q", term)
+}
 
 // FuzzParseQuery: any query string parses or fails with a *ParamError
-// naming a parameter, and what parses renders to FTS5 without panicking.
+// naming a parameter, and the index reads the terms of what parses.
 func FuzzParseQuery(f *testing.F) {
 	for _, s := range []string{"actor=a&since=24h", "q=%22a+b%22*+OR+c+-d", "limit=5&order=oldest&cursor=MS41LmFiYw", "since=7d&until=2026-11-01T00:00:00Z", "x=1"} {
 		f.Add(s)
@@ -580,7 +702,9 @@ func FuzzParseQuery(f *testing.F) {
 			return
 		}
 		if q.Text != nil {
-			q.Text.FTS5()
+			if _, err := planText(q.Text); err != nil {
+				t.Fatalf("ParseQuery(%q): %v", raw, err)
+			}
 		}
 		if _, err := parseCursor(q.cursor(42), q); err != nil {
 			t.Fatalf("a cursor of %q does not parse back: %v", raw, err)

@@ -1,7 +1,6 @@
 package index
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -190,75 +189,4 @@ func parseCursor(s string, q *Query) (int64, error) {
 		return 0, fmt.Errorf("made for another query: keep the filters and order of the search it came from")
 	}
 	return after, nil
-}
-
-// Search returns the indices of up to q.Limit entries below bound that
-// satisfy q, in q's order after its cursor, and whether there are more.
-func (ix *Index) Search(ctx context.Context, q *Query, bound int64) ([]int64, bool, error) {
-	var where []string
-	var args []any
-	cond := func(c string, a ...any) {
-		where = append(where, c)
-		args = append(args, a...)
-	}
-	col := "e.idx"
-	from := "events e"
-	if q.Text != nil {
-		// The FTS table drives: it yields its rowids in order, so a page of
-		// a rare word's matches is found without reading the others.
-		from = "fts f JOIN events e ON e.idx = f.rowid"
-		col = "f.rowid"
-		cond("fts MATCH ?", q.Text.FTS5())
-	}
-	cond(col+" < ?", bound)
-	if q.After >= 0 {
-		if q.newest() {
-			cond(col+" < ?", q.After)
-		} else {
-			cond(col+" > ?", q.After)
-		}
-	}
-	for _, f := range []struct{ col, v string }{
-		{"actor", q.Actor}, {"action", q.Action}, {"rtype", q.ResourceType}, {"rid", q.ResourceID},
-		{"outcome", q.Outcome}, {"source", q.Source}, {"via", q.Via},
-	} {
-		if f.v != "" {
-			cond("e."+f.col+" = ?", f.v)
-		}
-	}
-	for _, r := range []struct {
-		col, op string
-		t       time.Time
-	}{{"time", ">=", q.Since}, {"time", "<", q.Until}, {"received", ">=", q.ReceivedSince}, {"received", "<", q.ReceivedUntil}} {
-		if !r.t.IsZero() {
-			cond("e."+r.col+" "+r.op+" ?", nanos(r.t))
-		}
-	}
-	dir := "DESC"
-	if !q.newest() {
-		dir = "ASC"
-	}
-	query := "SELECT " + col + " FROM " + from + " WHERE " + strings.Join(where, " AND ") + " ORDER BY " + col + " " + dir + " LIMIT ?"
-	args = append(args, q.Limit+1)
-	rows, err := ix.r.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, false, fmt.Errorf("search: %w", err)
-	}
-	defer rows.Close()
-	out := make([]int64, 0, q.Limit+1)
-	for rows.Next() {
-		var i int64
-		if err := rows.Scan(&i); err != nil {
-			return nil, false, err
-		}
-		out = append(out, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("search: %w", err)
-	}
-	more := len(out) > q.Limit
-	if more {
-		out = out[:q.Limit]
-	}
-	return out, more, nil
 }

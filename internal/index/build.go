@@ -1,0 +1,147 @@
+package index
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/trailaudit/trail/client"
+	"github.com/trailaudit/trail/internal/storage"
+)
+
+// builder collects the columns and terms of a batch of entries.
+type builder struct {
+	base  int64
+	cols  colParts
+	terms [numFields]map[string]int32 // value → its list in lists
+	lists [][]uint32
+}
+
+func newBuilder(base int64, n int) *builder {
+	b := &builder{base: base}
+	b.cols = colParts{n: n, times: make([]byte, 8*n), recvs: make([]byte, 8*n), offs: make([]byte, 4*n), lens: make([]byte, 2*n), flags: make([]byte, n)}
+	for f := range b.terms {
+		size := 16
+		if f == int(fieldWord-fieldActor) {
+			size = 8 * n
+		}
+		b.terms[f] = make(map[string]int32, size)
+	}
+	return b
+}
+
+// post records that entry i holds the value v of field f.
+func (b *builder) post(f int, v string, i uint32) {
+	k, ok := b.terms[f][v]
+	if !ok {
+		k = int32(len(b.lists))
+		b.terms[f][v] = k
+		b.lists = append(b.lists, nil)
+	}
+	l := b.lists[k]
+	if len(l) > 0 && l[len(l)-1] == i {
+		return // a word seen before in the same entry
+	}
+	b.lists[k] = append(l, i)
+}
+
+// add indexes entry i from its search document.
+func (b *builder) add(i int, doc *client.SearchDoc) {
+	le := binary.LittleEndian
+	b.cols.flags[i] = flagEnvelope
+	le.PutUint64(b.cols.times[8*i:], uint64(nanos(doc.Time)))
+	le.PutUint64(b.cols.recvs[8*i:], uint64(nanos(doc.Received)))
+	id := uint32(i)
+	for f, v := range [...]string{doc.Actor, doc.Action, doc.ResourceType, doc.ResourceID, doc.Outcome, doc.Source, doc.Via} {
+		if v != "" {
+			b.post(f, v, id)
+		}
+	}
+	text := doc.Text
+	for text != "" {
+		w, rest, _ := strings.Cut(text, " ")
+		if w != "" {
+			b.post(int(fieldWord-fieldActor), w, id)
+		}
+		text = rest
+	}
+}
+
+// finish encodes the segment in memory.
+func (b *builder) finish() (*segment, error) {
+	var buf bytes.Buffer
+	buf.Grow(b.cols.n*bytesPerEntry + 64*len(b.lists) + 4096)
+	sw := newSegWriter(&buf, b.base, b.cols.n)
+	sw.columns([]colParts{b.cols})
+	term := make([]byte, 0, 64)
+	for f := range b.terms {
+		keys := make([]string, 0, len(b.terms[f]))
+		for k := range b.terms[f] {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			term = append(append(term[:0], fieldActor+byte(f)), k...)
+			sw.term(term, b.lists[b.terms[f][k]])
+		}
+	}
+	if err := sw.finish(); err != nil {
+		return nil, err
+	}
+	return parseSegment(buf.Bytes(), false)
+}
+
+// build indexes entries [start, end) into a segment in memory.
+func (ix *Index) build(ctx context.Context, start, end int64) (*segment, error) {
+	src := ix.opts.Source
+	// The leaves from the start of the first bundle give the entries'
+	// places in it: each is a 2-byte length and the leaf.
+	from := start - start%bundleSize
+	leaves, err := src.ReadEntries(ctx, from, end)
+	if err != nil {
+		return nil, fmt.Errorf("couldn't read entries [%d, %d): %w", from, end, err)
+	}
+	if int64(len(leaves)) != end-from {
+		return nil, fmt.Errorf("couldn't read entries [%d, %d): got %d", from, end, len(leaves))
+	}
+	n := int(end - start)
+	b := newBuilder(start, n)
+	off := 0
+	for j, leaf := range leaves {
+		idx := from + int64(j)
+		if idx%bundleSize == 0 {
+			off = 0
+		}
+		if i := idx - start; i >= 0 && len(leaf) > 0 && len(leaf) <= math.MaxUint16 {
+			binary.LittleEndian.PutUint32(b.cols.offs[4*i:], uint32(off+2))
+			binary.LittleEndian.PutUint16(b.cols.lens[2*i:], uint16(len(leaf)))
+		}
+		off += 2 + len(leaf)
+	}
+	for i, leaf := range leaves[start-from:] {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		idx := start + int64(i)
+		body, err := src.Body(ctx, leaf)
+		if err != nil {
+			if _, ok := errors.AsType[*storage.CorruptionError](err); !ok && !errors.Is(err, storage.ErrNotFound) {
+				return nil, fmt.Errorf("couldn't read entry %d: %w", idx, err)
+			}
+			ix.log.Error("search index: entry body unreadable; indexed without fields", "index", idx, "err", err)
+		}
+		doc, err := client.DocOf(body)
+		if err != nil {
+			continue // not an event envelope: found only by searches without filters
+		}
+		b.add(i, &doc)
+	}
+	return b.finish()
+}
