@@ -157,17 +157,39 @@ func differences(endpoint string, trail, ts found) []string {
 	return out
 }
 
-// testsslEnv turns the comparison on. It is off by default: testssl.sh
-// needs 5 to 9 minutes per endpoint of the range on a loaded 2-core
-// machine, some 30 minutes for the range, more than scripts/test's
-// budget for the whole suite.
+// testsslEnv extends the comparison to every endpoint of the range. By
+// default the suite compares only testsslSuite: testssl.sh is a bash
+// script that forks some 1,700 processes for its protocol checks alone
+// and many more for each protocol's suites, about 100 CPU-seconds per
+// endpoint on the 2-core test machine, so the whole range takes some 12
+// minutes, more than scripts/test's budget allows beside the rest of the
+// suite.
 const testsslEnv = "TRAIL_SCANRANGE_TESTSSL"
 
+// testsslSuite are the endpoints compared in every run of the suite: the
+// hardened one (whose testssl.sh time the issue asks for beside trail
+// scan's), a legacy protocol only testssl.sh's SECLEVEL=0 openssl can
+// reach, and a server-enforced order.
+var testsslSuite = []string{"hardened", "tls10-only", "weak-server-order"}
+
 // compareTestssl runs testssl.sh -p -E (protocols, and each protocol's
-// suites) on every endpoint and compares with trail scan's reports.
+// suites) on the endpoints and compares with trail scan's reports.
 func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Report) {
-	if os.Getenv(testsslEnv) == "" || testing.Short() {
-		t.Skipf("testssl.sh takes about 30 minutes on the range; set %s=1 (and go test -timeout 60m) to compare", testsslEnv)
+	if testing.Short() {
+		t.Skip("testssl.sh takes minutes; not with -short")
+	}
+	names := testsslSuite
+	if os.Getenv(testsslEnv) != "" {
+		// The hardened endpoint first, so that its time is measured
+		// with the fewest runs beside it.
+		names = []string{"hardened"}
+		for _, e := range rangeEndpoints {
+			if e.name != "hardened" {
+				names = append(names, e.name)
+			}
+		}
+	} else {
+		t.Logf("comparing %d of the %d endpoints; set %s=1 (and go test -timeout 60m) for all", len(names), len(rangeEndpoints), testsslEnv)
 	}
 	cmd, err := testssl.Command()
 	if err != nil {
@@ -212,14 +234,6 @@ func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Repor
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, testsslParallel)
 	start := time.Now()
-	// The hardened endpoint first, so that its time is measured with
-	// the fewest runs beside it.
-	names := []string{"hardened"}
-	for _, e := range rangeEndpoints {
-		if e.name != "hardened" {
-			names = append(names, e.name)
-		}
-	}
 	for _, name := range names {
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -252,7 +266,7 @@ func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Repor
 		})
 	}
 	wg.Wait()
-	t.Logf("figure: testssl.sh -p -E on all %d endpoints, %d at a time: %v", len(names), testsslParallel, time.Since(start).Round(time.Second))
+	t.Logf("figure: testssl.sh -p -E on %d endpoints, %d at a time: %v", len(names), min(len(names), testsslParallel), time.Since(start).Round(time.Second))
 	if r := results["hardened"]; r.scan != nil {
 		t.Logf("figure: testssl.sh -p -E on the hardened endpoint: %v", r.scan.Elapsed.Round(time.Second))
 	}
@@ -283,7 +297,7 @@ func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Repor
 	}
 	for d, why := range disagreements {
 		name, _, _ := strings.Cut(d, ":")
-		if results[name].err == nil && !why.intermittent && !slices.Contains(seen, d) {
+		if r, ok := results[name]; ok && r.err == nil && !why.intermittent && !slices.Contains(seen, d) {
 			t.Errorf("listed disagreement no longer seen; remove it here and in docs/scan.md: %s", d)
 		}
 	}
