@@ -128,11 +128,6 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 // bundleSize is the entries of one C2SP entry bundle.
 const bundleSize = 256
 
-// locator is the index's record of where entries lie in their bundles.
-type locator interface {
-	Locate(idx int64) (off int64, n int, ok bool)
-}
-
 // read reads and proves the results idxs in the tree of the given size,
 // into out, on a few workers that overlap the reads with the proofs'
 // hashing. An entry whose place in its bundle the index knows is read
@@ -149,13 +144,10 @@ func (h *handler) read(ctx context.Context, idxs []int64, size int64, out []resu
 	}
 	var jobs []job
 	at := map[int64]int{}
-	loc, _ := any(h.ix).(locator)
 	for j, i := range idxs {
-		if loc != nil {
-			if off, n, ok := loc.Locate(i); ok {
-				jobs = append(jobs, job{js: []int{j}, placed: true, off: off, n: n})
-				continue
-			}
+		if off, n, ok := h.ix.Locate(i); ok {
+			jobs = append(jobs, job{js: []int{j}, placed: true, off: off, n: n})
+			continue
 		}
 		g, ok := at[i/bundleSize]
 		if !ok {
