@@ -388,3 +388,87 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkFollow measures whether indexing keeps up with appends: events
+// are appended to a fresh log at a fixed offered rate (default 100,000 a
+// second, TRAIL_INDEX_FOLLOW_RATE) in batches every 10 ms, for 20 seconds
+// (TRAIL_INDEX_FOLLOW_SECONDS), while the follower (Start) indexes them. It
+// reports the rates reached, the index's lag behind the log at the end and
+// how long it took to catch up, and the process's CPU-seconds per second
+// (appending and indexing; the events are made beforehand). With
+// TRAIL_INDEX_FOLLOW_OFF=1 the follower starts only at the end: the figures
+// are of appending alone, and of catching up after.
+func BenchmarkFollow(b *testing.B) {
+	rate, secs := envInt("TRAIL_INDEX_FOLLOW_RATE", 100_000), envInt("TRAIL_INDEX_FOLLOW_SECONDS", 20)
+	dir, err := os.MkdirTemp("", "trail-index-follow-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	l, err := openBenchLog(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	ix, err := Open(context.Background(), Options{Dir: filepath.Join(dir, DirName), Source: l})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ix.Close()
+	if os.Getenv("TRAIL_INDEX_FOLLOW_OFF") == "" {
+		ix.Start()
+	}
+	for b.Loop() {
+	}
+	const tick = 10 * time.Millisecond
+	per := max(1, rate*int(tick)/int(time.Second))
+	// The events are made beforehand: the figure is of appending and
+	// indexing, not of making events.
+	n := int64(rate * secs)
+	events := make([][]byte, n)
+	var buf []byte
+	for i := range n {
+		if cap(buf)-len(buf) < 4096 {
+			buf = make([]byte, 0, 1<<24)
+		}
+		at := len(buf)
+		buf, _ = benchEvent(buf, i, 1)
+		events[i] = buf[at:len(buf):len(buf)]
+	}
+	start, cpu0 := time.Now(), cpuTime()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var i int64
+	for i < n {
+		<-t.C
+		// The batches due by now: a slow append is caught up with larger ones.
+		due := min(n, int64(time.Since(start)*time.Duration(rate)/time.Second))
+		for i < due {
+			j := min(due, i+int64(4*per))
+			if _, err := l.Append(context.Background(), events[i:j]...); err != nil {
+				b.Fatal(err)
+			}
+			i = j
+		}
+	}
+	elapsed := time.Since(start)
+	appended, indexed, cpu := l.Size(), ix.Next(), cpuTime()-cpu0
+	ix.Start()
+	if !ix.WaitFor(context.Background(), appended, 5*time.Minute) {
+		b.Fatal("the index did not catch up within 5 minutes")
+	}
+	catchUp := time.Since(start) - elapsed
+	b.ReportMetric(float64(rate), "offered/s")
+	b.ReportMetric(float64(appended)/elapsed.Seconds(), "appended/s")
+	b.ReportMetric(float64(indexed)/elapsed.Seconds(), "indexed/s")
+	b.ReportMetric(float64(appended-indexed), "lag-entries")
+	b.ReportMetric(catchUp.Seconds(), "catchup-s")
+	b.ReportMetric(cpu.Seconds()/elapsed.Seconds(), "cpu-s/s")
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}

@@ -2,6 +2,7 @@ package index
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -28,7 +29,7 @@ func newBuilder(base int64, n int) *builder {
 	for f := range b.terms {
 		size := 16
 		if f == int(fieldWord-fieldActor) {
-			size = 8 * n
+			size = 4 * n
 		}
 		b.terms[f] = make(map[string]int32, size)
 	}
@@ -74,20 +75,41 @@ func (b *builder) add(i int, doc *client.SearchDoc) {
 
 // finish encodes the segment in memory.
 func (b *builder) finish() (*segment, error) {
+	size := headerSize + b.cols.n*bytesPerEntry + 32*(b.cols.n/blockEntries+1) + footerSize
+	for f := range b.terms {
+		for k, v := range b.terms[f] {
+			size += len(k) + 8 + 2*len(b.lists[v])
+		}
+	}
 	var buf bytes.Buffer
-	buf.Grow(b.cols.n*bytesPerEntry + 64*len(b.lists) + 4096)
+	buf.Grow(size + size/8)
 	sw := newSegWriter(&buf, b.base, b.cols.n)
 	sw.columns([]colParts{b.cols})
 	term := make([]byte, 0, 64)
+	// Terms sort by their first 8 bytes as a number, then whole: most
+	// differ there, and comparing numbers reads no string.
+	type kv struct {
+		p uint64
+		k string
+		v int32
+	}
+	var keys []kv
 	for f := range b.terms {
-		keys := make([]string, 0, len(b.terms[f]))
-		for k := range b.terms[f] {
-			keys = append(keys, k)
+		keys = keys[:0]
+		for k, v := range b.terms[f] {
+			var p [8]byte
+			copy(p[:], k)
+			keys = append(keys, kv{binary.BigEndian.Uint64(p[:]), k, v})
 		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			term = append(append(term[:0], fieldActor+byte(f)), k...)
-			sw.term(term, b.lists[b.terms[f][k]])
+		slices.SortFunc(keys, func(a, b kv) int {
+			if a.p != b.p {
+				return cmp.Compare(a.p, b.p)
+			}
+			return strings.Compare(a.k, b.k)
+		})
+		for _, e := range keys {
+			term = append(append(term[:0], fieldActor+byte(f)), e.k...)
+			sw.term(term, b.lists[e.v])
 		}
 	}
 	if err := sw.finish(); err != nil {
@@ -137,7 +159,7 @@ func (ix *Index) build(ctx context.Context, start, end int64) (*segment, error) 
 			}
 			ix.log.Error("search index: entry body unreadable; indexed without fields", "index", idx, "err", err)
 		}
-		doc, err := client.DocOf(body)
+		doc, err := docOf(body)
 		if err != nil {
 			continue // not an event envelope: found only by searches without filters
 		}

@@ -438,7 +438,8 @@ func (s *segment) cols() colParts {
 
 // segWriter writes a segment: columns, then terms in order, then finish.
 type segWriter struct {
-	w       *bufio.Writer
+	w       io.Writer
+	bw      *bufio.Writer // nil when writing to memory
 	off     int
 	crc     uint32
 	base    int64
@@ -451,7 +452,11 @@ type segWriter struct {
 }
 
 func newSegWriter(w io.Writer, base int64, n int) *segWriter {
-	sw := &segWriter{w: bufio.NewWriterSize(w, 1<<20), base: base, n: n}
+	sw := &segWriter{w: w, base: base, n: n}
+	if _, ok := w.(*bytes.Buffer); !ok {
+		sw.bw = bufio.NewWriterSize(w, 1<<20)
+		sw.w = sw.bw
+	}
 	var h [headerSize]byte
 	copy(h[:], segMagic)
 	binary.LittleEndian.PutUint64(h[8:], uint64(base))
@@ -570,8 +575,8 @@ func (sw *segWriter) finish() error {
 		_, sw.err = sw.w.Write(f[32:])
 		sw.off += 16
 	}
-	if sw.err == nil {
-		sw.err = sw.w.Flush()
+	if sw.err == nil && sw.bw != nil {
+		sw.err = sw.bw.Flush()
 	}
 	return sw.err
 }
