@@ -21,7 +21,19 @@ type builder struct {
 	cols  colParts
 	terms [numFields]map[string]int32 // value → its list in lists
 	lists [][]uint32
+	// words are the lists of the words of strings seen before: most
+	// fields repeat (sources, user agents, actions).
+	words map[string][]int32
+	tok   []byte
 }
+
+// maxCachedWords bounds builder.words.
+const maxCachedWords = 4096
+
+// cachedField marks the docFields.strs whose words builder.words keeps:
+// source, via, actor type, user agent, action, resource type, outcome and
+// reason repeat; ids and addresses seldom do.
+var cachedField = [12]bool{0: true, 1: true, 4: true, 6: true, 7: true, 8: true, 10: true, 11: true}
 
 func newBuilder(base int64, n int) *builder {
 	b := &builder{base: base}
@@ -33,7 +45,102 @@ func newBuilder(base int64, n int) *builder {
 		}
 		b.terms[f] = make(map[string]int32, size)
 	}
+	b.words = make(map[string][]int32, 256)
 	return b
+}
+
+// list returns the list of term v of field f.
+func (b *builder) list(f int, v []byte) int32 {
+	k, ok := b.terms[f][string(v)]
+	if !ok {
+		k = int32(len(b.lists))
+		b.terms[f][string(v)] = k
+		b.lists = append(b.lists, nil)
+	}
+	return k
+}
+
+// postList records that entry i is in list k.
+func (b *builder) postList(k int32, i uint32) {
+	l := b.lists[k]
+	if len(l) > 0 && l[len(l)-1] == i {
+		return // a word seen before in the same entry
+	}
+	b.lists[k] = append(l, i)
+}
+
+// postWords records that entry i holds the words of s.
+func (b *builder) postWords(s string, i uint32) {
+	if ks, ok := b.words[s]; ok {
+		for _, k := range ks {
+			b.postList(k, i)
+		}
+		return
+	}
+	b.tok = appendTokens(b.tok[:0], s)
+	if len(b.words) >= maxCachedWords {
+		b.postTokens(b.tok, i, nil)
+		return
+	}
+	var ks []int32
+	b.postTokens(b.tok, i, &ks)
+	b.words[s] = ks
+}
+
+// postTokens records that entry i holds the words of tok, each followed
+// by a space; with ks, it appends their lists to it.
+func (b *builder) postTokens(tok []byte, i uint32, ks *[]int32) {
+	for len(tok) > 0 {
+		sp := bytes.IndexByte(tok, ' ')
+		if sp < 0 {
+			sp = len(tok)
+		}
+		if sp > 0 {
+			k := b.list(int(fieldWord-fieldActor), tok[:sp])
+			b.postList(k, i)
+			if ks != nil {
+				*ks = append(*ks, k)
+			}
+		}
+		tok = tok[min(sp+1, len(tok)):]
+	}
+}
+
+// addFields indexes entry i from what fastFields read: the same terms as
+// add(DocOf), the words taken field by field.
+func (b *builder) addFields(i int, f *docFields) {
+	d := &f.doc
+	b.addColumns(i, d)
+	id := uint32(i)
+	for k, s := range f.strs {
+		switch {
+		case s == "":
+		case cachedField[k]:
+			b.postWords(s, id)
+		default:
+			b.tok = appendTokens(b.tok[:0], s)
+			b.postTokens(b.tok, id, nil)
+		}
+	}
+	for _, raw := range [][]byte{f.details, f.original} {
+		if len(raw) > 0 {
+			b.tok = appendJSONValues(b.tok[:0], raw)
+			b.postTokens(b.tok, id, nil)
+		}
+	}
+}
+
+// addColumns records entry i's columns and field terms.
+func (b *builder) addColumns(i int, doc *client.SearchDoc) {
+	le := binary.LittleEndian
+	b.cols.flags[i] = flagEnvelope
+	le.PutUint64(b.cols.times[8*i:], uint64(nanos(doc.Time)))
+	le.PutUint64(b.cols.recvs[8*i:], uint64(nanos(doc.Received)))
+	for f, v := range [...]string{doc.Actor, doc.Action, doc.ResourceType, doc.ResourceID, doc.Outcome, doc.Source, doc.Via} {
+		if v != "" {
+			b.post(f, v, uint32(i))
+		}
+	}
 }
 
 // post records that entry i holds the value v of field f.
@@ -53,16 +160,8 @@ func (b *builder) post(f int, v string, i uint32) {
 
 // add indexes entry i from its search document.
 func (b *builder) add(i int, doc *client.SearchDoc) {
-	le := binary.LittleEndian
-	b.cols.flags[i] = flagEnvelope
-	le.PutUint64(b.cols.times[8*i:], uint64(nanos(doc.Time)))
-	le.PutUint64(b.cols.recvs[8*i:], uint64(nanos(doc.Received)))
+	b.addColumns(i, doc)
 	id := uint32(i)
-	for f, v := range [...]string{doc.Actor, doc.Action, doc.ResourceType, doc.ResourceID, doc.Outcome, doc.Source, doc.Via} {
-		if v != "" {
-			b.post(f, v, id)
-		}
-	}
 	text := doc.Text
 	for text != "" {
 		w, rest, _ := strings.Cut(text, " ")
@@ -159,7 +258,11 @@ func (ix *Index) build(ctx context.Context, start, end int64) (*segment, error) 
 			}
 			ix.log.Error("search index: entry body unreadable; indexed without fields", "index", idx, "err", err)
 		}
-		doc, err := docOf(body)
+		if f, ok := fastFields(body); ok {
+			b.addFields(i, &f)
+			continue
+		}
+		doc, err := client.DocOf(body)
 		if err != nil {
 			continue // not an event envelope: found only by searches without filters
 		}

@@ -31,16 +31,46 @@ type docScan struct {
 // maxDocDepth is the nesting fastDoc reads; deeper is left to DocOf.
 const maxDocDepth = 64
 
+// docFields is what fastFields reads of an envelope: the document but its
+// text, and what the text is made of.
+type docFields struct {
+	doc client.SearchDoc // Text ""
+	// strs are the strings whose words start the text, in order; then
+	// come the words of details and original's values.
+	strs              [12]string
+	details, original []byte
+}
+
 // fastDoc returns the document of an envelope without escapes, nulls or
 // case variants in the fields DocOf reads, or false.
 func fastDoc(b []byte) (client.SearchDoc, bool) {
-	if !utf8.Valid(b) {
+	f, ok := fastFields(b)
+	if !ok {
 		return client.SearchDoc{}, false
 	}
+	t := make([]byte, 0, 256)
+	for _, s := range f.strs {
+		t = appendTokens(t, s)
+	}
+	t = appendJSONValues(t, f.details)
+	t = appendJSONValues(t, f.original)
+	if len(t) > 0 {
+		t = t[:len(t)-1]
+	}
+	f.doc.Text = string(t)
+	return f.doc, true
+}
+
+// fastFields reads an envelope as fastDoc does.
+func fastFields(b []byte) (docFields, bool) {
+	if !utf8.Valid(b) {
+		return docFields{}, false
+	}
 	p := &docScan{b: b}
-	var d client.SearchDoc
+	var f docFields
+	d := &f.doc
 	var id, atype, ip, agent, reason string
-	var details, original []byte
+	details, original := &f.details, &f.original
 	var seen uint32
 	once := func(bit uint32) bool {
 		if seen&bit != 0 {
@@ -88,9 +118,9 @@ func fastDoc(b []byte) (client.SearchDoc, bool) {
 		case "reason":
 			return once(1<<12) && p.str(&reason)
 		case "details":
-			return once(1<<13) && p.raw(&details)
+			return once(1<<13) && p.raw(details)
 		case "original":
-			return once(1<<14) && p.raw(&original)
+			return once(1<<14) && p.raw(original)
 		}
 		return p.unknown(key, 1, "id", "time", "actor", "action", "resource", "outcome", "reason", "details", "original")
 	}
@@ -109,22 +139,13 @@ func fastDoc(b []byte) (client.SearchDoc, bool) {
 	}
 	p.ws()
 	if !p.object(0, top) {
-		return client.SearchDoc{}, false
+		return docFields{}, false
 	}
 	if p.ws(); p.i != len(b) || d.Source == "" || d.Via == "" {
-		return client.SearchDoc{}, false
+		return docFields{}, false
 	}
-	t := make([]byte, 0, 256)
-	for _, s := range []string{d.Source, d.Via, id, d.Actor, atype, ip, agent, d.Action, d.ResourceType, d.ResourceID, d.Outcome, reason} {
-		t = appendTokens(t, s)
-	}
-	t = appendJSONValues(t, details)
-	t = appendJSONValues(t, original)
-	if len(t) > 0 {
-		t = t[:len(t)-1]
-	}
-	d.Text = string(t)
-	return d, true
+	f.strs = [12]string{d.Source, d.Via, id, d.Actor, atype, ip, agent, d.Action, d.ResourceType, d.ResourceID, d.Outcome, reason}
+	return f, true
 }
 
 func (p *docScan) ws() {

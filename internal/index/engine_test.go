@@ -542,6 +542,18 @@ func FuzzDocOf(f *testing.F) {
 		if fast != want {
 			t.Fatalf("fastDoc(%q) = %+v\nDocOf = %+v", b, fast, want)
 		}
+		// The builder indexes the same terms from the fields as from the text.
+		f, _ := fastFields(b)
+		byFields, byText := newBuilder(0, 2), newBuilder(0, 2)
+		byFields.addFields(1, &f)
+		byFields.addFields(0, &f)
+		byText.add(1, &want)
+		byText.add(0, &want)
+		s1, err1 := byFields.finish()
+		s2, err2 := byText.finish()
+		if err1 != nil || err2 != nil || !bytes.Equal(s1.data, s2.data) {
+			t.Fatalf("the segment of %q from its fields differs from the one from DocOf's text (%v, %v)", b, err1, err2)
+		}
 	})
 }
 
@@ -558,6 +570,15 @@ func TestDocOfReadsEnvelopes(t *testing.T) {
 		want, err := client.DocOf(leaf)
 		if !ok || err != nil || fast != want {
 			t.Fatalf("fastDoc(%s) = %+v, %v\nDocOf = %+v, %v", leaf, fast, ok, want, err)
+		}
+		f, _ := fastFields(leaf)
+		byFields, byText := newBuilder(0, 1), newBuilder(0, 1)
+		byFields.addFields(0, &f)
+		byText.add(0, &want)
+		s1, _ := byFields.finish()
+		s2, _ := byText.finish()
+		if !bytes.Equal(s1.data, s2.data) {
+			t.Fatalf("the segment of %s from its fields differs from the one from DocOf's text", leaf)
 		}
 	}
 }

@@ -95,6 +95,9 @@ func mergeSegments(ctx context.Context, inputs []*segment, w io.Writer) error {
 type mergeHeap []*cursor
 
 func (h mergeHeap) less(i, j int) bool {
+	if h[i].pre != h[j].pre {
+		return h[i].pre < h[j].pre
+	}
 	if c := bytes.Compare(h[i].rec.term, h[j].rec.term); c != 0 {
 		return c < 0
 	}

@@ -215,6 +215,7 @@ type cursor struct {
 	pos  int // in s.terms
 	left int // records left
 	rec  termRec
+	pre  uint64 // the term's first 8 bytes, big-endian, zero-padded
 	buf  []byte
 	err  error
 }
@@ -265,6 +266,9 @@ func (c *cursor) next() bool {
 		return false
 	}
 	c.rec = termRec{term: c.buf, count: int(count), postings: t[p : p+int(plen)], at: c.s.termsOff + p}
+	var pre [8]byte
+	copy(pre[:], c.buf)
+	c.pre = binary.BigEndian.Uint64(pre[:])
 	c.pos = p + int(plen)
 	c.left--
 	return true
