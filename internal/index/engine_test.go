@@ -466,7 +466,7 @@ func TestSegmentRoundTrip(t *testing.T) {
 
 // FuzzSegment: no bytes make the segment reader panic, or loop without end.
 func FuzzSegment(f *testing.F) {
-	f.Add(testSegment(f, 0, 300))
+	f.Add(testSegment(f, 0, 200))
 	f.Add(testSegment(f, 7, 3))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := parseSegment(b, false)
@@ -474,14 +474,14 @@ func FuzzSegment(f *testing.F) {
 			return
 		}
 		c := s.cursorAt(0)
-		for range s.nterms {
+		for range min(s.nterms, 40) {
 			if !c.next() {
 				break
 			}
 			var errp error
 			for _, desc := range []bool{false, true} {
 				it := newPostIter(c.rec, s.n, desc, &errp)
-				for x, k := 0, 0; k < 200; k++ {
+				for x, k := 0, 0; k < 20; k++ {
 					v, ok := it.seek(x)
 					if !ok {
 						break
