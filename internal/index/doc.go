@@ -6,6 +6,7 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/trailaudit/trail/client"
 )
@@ -79,8 +80,8 @@ func fastFields(b []byte) (docFields, bool) {
 		seen |= bit
 		return true
 	}
-	actor := func(key string) bool {
-		switch key {
+	actor := func(key []byte) bool {
+		switch string(key) {
 		case "id":
 			return once(1<<0) && p.str(&d.Actor)
 		case "type":
@@ -92,8 +93,8 @@ func fastFields(b []byte) (docFields, bool) {
 		}
 		return p.unknown(key, 2, "id", "type", "ip", "user_agent")
 	}
-	resource := func(key string) bool {
-		switch key {
+	resource := func(key []byte) bool {
+		switch string(key) {
 		case "type":
 			return once(1<<4) && p.str(&d.ResourceType)
 		case "id":
@@ -101,8 +102,8 @@ func fastFields(b []byte) (docFields, bool) {
 		}
 		return p.unknown(key, 2, "type", "id")
 	}
-	event := func(key string) bool {
-		switch key {
+	event := func(key []byte) bool {
+		switch string(key) {
 		case "id":
 			return once(1<<6) && p.str(&id)
 		case "time":
@@ -124,8 +125,8 @@ func fastFields(b []byte) (docFields, bool) {
 		}
 		return p.unknown(key, 1, "id", "time", "actor", "action", "resource", "outcome", "reason", "details", "original")
 	}
-	top := func(key string) bool {
-		switch key {
+	top := func(key []byte) bool {
+		switch string(key) {
 		case "received":
 			return once(1<<15) && p.time(&d.Received)
 		case "source":
@@ -161,7 +162,7 @@ func (p *docScan) ws() {
 
 // object reads an object, calling member with each key, to read its value.
 // Keys must be ASCII without escapes.
-func (p *docScan) object(depth int, member func(key string) bool) bool {
+func (p *docScan) object(depth int, member func(key []byte) bool) bool {
 	if depth > maxDocDepth || p.i >= len(p.b) || p.b[p.i] != '{' {
 		return false
 	}
@@ -173,8 +174,8 @@ func (p *docScan) object(depth int, member func(key string) bool) bool {
 	}
 	for {
 		p.ws()
-		var key string
-		if !p.str(&key) {
+		key, ok := p.view()
+		if !ok {
 			return false
 		}
 		for k := 0; k < len(key); k++ {
@@ -209,38 +210,47 @@ func (p *docScan) object(depth int, member func(key string) bool) bool {
 
 // unknown skips the value of a key that is none of known, unless it
 // matches one without regard to case, as encoding/json would.
-func (p *docScan) unknown(key string, depth int, known ...string) bool {
+func (p *docScan) unknown(key []byte, depth int, known ...string) bool {
 	for _, k := range known {
-		if strings.EqualFold(k, key) {
+		if len(k) == len(key) && strings.EqualFold(k, string(key)) {
 			return false
 		}
 	}
 	return p.value(depth + 1)
 }
 
-// str reads a string without escapes.
+// str reads a string without escapes. The string shares the entry's
+// bytes: a document read by fastFields lives no longer than its entry, and
+// entries are never changed once read.
 func (p *docScan) str(dst *string) bool {
+	v, ok := p.view()
+	if ok && len(v) > 0 {
+		*dst = unsafe.String(&v[0], len(v))
+	}
+	return ok
+}
+
+// view reads a string without escapes, returning its bytes.
+func (p *docScan) view() ([]byte, bool) {
 	if p.i >= len(p.b) || p.b[p.i] != '"' {
-		return false
+		return nil, false
 	}
 	start := p.i + 1
 	for i := start; i < len(p.b); i++ {
 		switch c := p.b[i]; {
 		case c == '"':
-			*dst = string(p.b[start:i])
 			p.i = i + 1
-			return true
+			return p.b[start:i], true
 		case c == '\\' || c < 0x20:
-			return false
+			return nil, false
 		}
 	}
-	return false
+	return nil, false
 }
 
 func (p *docScan) time(dst *time.Time) bool {
 	start := p.i
-	var s string
-	if !p.str(&s) {
+	if _, ok := p.view(); !ok {
 		return false
 	}
 	return dst.UnmarshalJSON(p.b[start:p.i]) == nil
@@ -266,7 +276,7 @@ func (p *docScan) value(depth int) bool {
 	}
 	switch c := p.b[p.i]; {
 	case c == '{':
-		return p.object(depth, func(string) bool { return p.value(depth + 1) })
+		return p.object(depth, func([]byte) bool { return p.value(depth + 1) })
 	case c == '[':
 		p.i++
 		p.ws()

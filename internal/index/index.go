@@ -498,7 +498,11 @@ func (ix *Index) catchUp(ctx context.Context, progress func(done, total int64), 
 			if len(queue) > 0 && ix.memory() > int64(ix.maxMemory) {
 				break
 			}
-			j := &job{start: issued, end: min(issued+batch, total), done: make(chan struct{})}
+			end := min(issued+batch, total)
+			if e := end - end%bundleSize; e > issued {
+				end = e // the next batch starts a bundle: no bundle is read twice
+			}
+			j := &job{start: issued, end: end, done: make(chan struct{})}
 			issued = j.end
 			queue = append(queue, j)
 			go func() {
