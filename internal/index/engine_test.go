@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -581,4 +582,32 @@ func TestDocOfReadsEnvelopes(t *testing.T) {
 			t.Fatalf("the segment of %s from its fields differs from the one from DocOf's text", leaf)
 		}
 	}
+}
+
+// TestCloseStopsGoroutines: Close stops the follower, the flusher and the
+// merger.
+func TestCloseStopsGoroutines(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	g := &gen{rng: rand.New(rand.NewPCG(15, 16)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	leaves := make([][]byte, 600)
+	for i := range leaves {
+		leaves[i] = g.leaf()
+	}
+	appendLeaves(t, l, leaves[:300])
+	tune(t, func(ix *Index) { ix.flushEntries, ix.mergeFactor = 100, 2 })
+	before := runtime.NumGoroutine()
+	for range 3 {
+		ix, err := Open(t.Context(), Options{Dir: t.TempDir(), Source: l, Batch: 50, Poll: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ix.Start()
+		waitFor(t, func() bool { return ix.Next() == l.Size() })
+		if err := ix.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendLeaves(t, l, leaves[300:])
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
 }
