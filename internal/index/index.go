@@ -263,6 +263,9 @@ func (ix *Index) load() ([]*segment, string, error) {
 	if err != nil {
 		return nil, fmt.Sprintf("its manifest is unreadable: %v", err), nil
 	}
+	if bytes.HasPrefix(b, []byte("SQLite format 3\x00")) {
+		return nil, "it is an index of an earlier version (SQLite)", nil
+	}
 	var m manifest
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

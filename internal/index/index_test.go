@@ -366,6 +366,10 @@ func TestCatchUpAfterCrash(t *testing.T) {
 			os.WriteFile(manifestPath, bytes.Repeat([]byte("garbage!"), 4096), 0o600)
 		}},
 		{"other version", "format version", func() { editManifest(func(m map[string]any) { m["version"] = "2" }) }},
+		{"SQLite index", "earlier version (SQLite)", func() {
+			os.WriteFile(manifestPath, append([]byte("SQLite format 3\x00"), make([]byte, 4080)...), 0o600)
+			os.WriteFile(manifestPath+"-wal", []byte("wal"), 0o600)
+		}},
 		{"ahead of the log", "it indexes 5000 entries, the log holds 1001", func() { editManifest(func(m map[string]any) { m["next"] = 5000 }) }},
 		{"damaged segment", "checksum", func() {
 			f, err := os.OpenFile(segFile(), os.O_RDWR, 0)
