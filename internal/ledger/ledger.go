@@ -71,14 +71,15 @@ type Options struct {
 
 // Log is an open log. Its methods are safe for concurrent use.
 type Log struct {
-	store    storage.Backend
-	signer   note.Signer
-	verifier note.Verifier
-	origin   string
-	interval time.Duration
-	logger   *slog.Logger
-	onCP     func(*Checkpoint)
-	tiles    tileCache
+	store      storage.Backend
+	signer     note.Signer
+	verifier   note.Verifier
+	origin     string
+	interval   time.Duration
+	logger     *slog.Logger
+	onCP       func(*Checkpoint)
+	tiles      tileCache
+	edgeHashes hashMemo // interior hashes of the edge, computed once
 
 	// Appends queue on reqs; closeMu orders them against Close.
 	closeMu sync.RWMutex

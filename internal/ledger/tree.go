@@ -136,6 +136,33 @@ func (c *tileCache) put(level int, n int64, t *tileNodes) {
 	c.order = append(c.order, k)
 }
 
+// hashMemo holds interior hashes of the edge's complete subtrees, by
+// stored hash index. It forgets everything when full: the hashes a newer
+// edge needs are soon computed again.
+type hashMemo struct {
+	mu sync.Mutex
+	m  map[int64]tlog.Hash
+}
+
+// hashMemoMax bounds a hashMemo: 32 bytes and a little more per hash.
+const hashMemoMax = 1 << 16
+
+func (c *hashMemo) get(x int64) (tlog.Hash, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.m[x]
+	return h, ok
+}
+
+func (c *hashMemo) put(x int64, h tlog.Hash) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= hashMemoMax {
+		c.m = make(map[int64]tlog.Hash)
+	}
+	c.m[x] = h
+}
+
 // fullTile returns the full tile (level, n) from the cache or storage.
 func (l *Log) fullTile(ctx context.Context, level int, n int64) (*tileNodes, error) {
 	if t, ok := l.tiles.get(level, n); ok {
@@ -181,7 +208,19 @@ func (l *Log) hashReader(ctx context.Context, snap edge) tlog.HashReaderFunc {
 			if off+cnt > len(hs) {
 				return nil, fmt.Errorf("hash %d/%d is beyond the tree of size %d", level, k, snap.size)
 			}
-			out[i] = subtreeHash(hs[off : off+cnt])
+			if cnt == 1 {
+				out[i] = hs[off]
+				continue
+			}
+			// A stored hash names a complete subtree, whose hash never
+			// changes: the edge's interior hashes are computed once, not
+			// for every proof against a tree of this size.
+			h, ok := l.edgeHashes.get(x)
+			if !ok {
+				h = subtreeHash(hs[off : off+cnt])
+				l.edgeHashes.put(x, h)
+			}
+			out[i] = h
 		}
 		return out, nil
 	}

@@ -93,6 +93,61 @@ type FS struct {
 	// Partial tiles written for checkpoints, removed when their tile is full.
 	partMu   sync.Mutex
 	partials map[string]bool
+
+	// Bundles open for ReadEntryAt, which reads a few hundred bytes at a
+	// time: opening and closing the file cost as much as the read.
+	readers openFiles
+}
+
+// openFiles keeps up to openFilesMax bundle files open for reading, by
+// bundle index. A bundle's file, staged or sealed, is one inode: sealing
+// renames it, and bytes below the durable size never change, so an open
+// file stays right to read.
+type openFiles struct {
+	mu     sync.Mutex
+	files  map[int64]*os.File
+	order  []int64
+	closed bool
+}
+
+const openFilesMax = 256
+
+// get returns the open file of bundle n, opening it with open if needed.
+func (c *openFiles) get(n int64, open func() (*os.File, error)) (*os.File, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.files[n]; f != nil {
+		return f, nil
+	}
+	if c.closed {
+		return nil, errClosed
+	}
+	f, err := open()
+	if err != nil {
+		return nil, err
+	}
+	if c.files == nil {
+		c.files = make(map[int64]*os.File)
+	}
+	if len(c.order) >= openFilesMax {
+		// A reader still using the evicted file sees os.ErrClosed and
+		// opens it again.
+		c.files[c.order[0]].Close()
+		delete(c.files, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.files[n] = f
+	c.order = append(c.order, n)
+	return f, nil
+}
+
+func (c *openFiles) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range c.files {
+		f.Close()
+	}
+	c.files, c.order, c.closed = nil, nil, true
 }
 
 // spareAhead is how many bundles' staging files are kept created in advance.
@@ -677,23 +732,32 @@ func (s *FS) ReadEntryAt(ctx context.Context, index, off int64, n int) ([]byte, 
 		return nil, fmt.Errorf("entry %d at %d+%d: %w", index, off, n, storage.ErrNotFound)
 	}
 	bundle := index / c2sp.TileWidth
-	f, err := os.Open(s.tilePath(c2sp.EntriesLevel, bundle))
-	if errors.Is(err, fs.ErrNotExist) {
-		f, err = os.Open(s.stagePath("entries", bundle))
+	open := func() (*os.File, error) {
+		f, err := os.Open(s.tilePath(c2sp.EntriesLevel, bundle))
 		if errors.Is(err, fs.ErrNotExist) {
-			// Sealed between the two opens.
-			f, err = os.Open(s.tilePath(c2sp.EntriesLevel, bundle))
+			f, err = os.Open(s.stagePath("entries", bundle))
+			if errors.Is(err, fs.ErrNotExist) {
+				// Sealed between the two opens.
+				f, err = os.Open(s.tilePath(c2sp.EntriesLevel, bundle))
+			}
 		}
+		return f, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("couldn't read bundle %d: %w", bundle, err)
-	}
-	defer f.Close()
 	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("entry %d at %d+%d: beyond bundle %d: %w", index, off, n, bundle, storage.ErrNotFound)
+	f, err := s.readers.get(bundle, open)
+	if err == nil {
+		_, err = f.ReadAt(b, off)
+		if errors.Is(err, os.ErrClosed) { // evicted meanwhile
+			if f, err = open(); err == nil {
+				_, err = f.ReadAt(b, off)
+				f.Close()
+			}
 		}
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil, fmt.Errorf("entry %d at %d+%d: beyond bundle %d: %w", index, off, n, bundle, storage.ErrNotFound)
+	case err != nil:
 		return nil, fmt.Errorf("couldn't read bundle %d: %w", bundle, err)
 	}
 	return b, nil
@@ -882,5 +946,6 @@ func (s *FS) Close() error {
 			f.Close()
 		}
 	}
+	s.readers.closeAll()
 	return nil
 }
