@@ -32,7 +32,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"math"
@@ -43,6 +42,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -93,61 +93,6 @@ type FS struct {
 	// Partial tiles written for checkpoints, removed when their tile is full.
 	partMu   sync.Mutex
 	partials map[string]bool
-
-	// Bundles open for ReadEntryAt, which reads a few hundred bytes at a
-	// time: opening and closing the file cost as much as the read.
-	readers openFiles
-}
-
-// openFiles keeps up to openFilesMax bundle files open for reading, by
-// bundle index. A bundle's file, staged or sealed, is one inode: sealing
-// renames it, and bytes below the durable size never change, so an open
-// file stays right to read.
-type openFiles struct {
-	mu     sync.Mutex
-	files  map[int64]*os.File
-	order  []int64
-	closed bool
-}
-
-const openFilesMax = 256
-
-// get returns the open file of bundle n, opening it with open if needed.
-func (c *openFiles) get(n int64, open func() (*os.File, error)) (*os.File, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if f := c.files[n]; f != nil {
-		return f, nil
-	}
-	if c.closed {
-		return nil, errClosed
-	}
-	f, err := open()
-	if err != nil {
-		return nil, err
-	}
-	if c.files == nil {
-		c.files = make(map[int64]*os.File)
-	}
-	if len(c.order) >= openFilesMax {
-		// A reader still using the evicted file sees os.ErrClosed and
-		// opens it again.
-		c.files[c.order[0]].Close()
-		delete(c.files, c.order[0])
-		c.order = c.order[1:]
-	}
-	c.files[n] = f
-	c.order = append(c.order, n)
-	return f, nil
-}
-
-func (c *openFiles) closeAll() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, f := range c.files {
-		f.Close()
-	}
-	c.files, c.order, c.closed = nil, nil, true
 }
 
 // spareAhead is how many bundles' staging files are kept created in advance.
@@ -732,44 +677,63 @@ func (s *FS) ReadEntryAt(ctx context.Context, index, off int64, n int) ([]byte, 
 		return nil, fmt.Errorf("entry %d at %d+%d: %w", index, off, n, storage.ErrNotFound)
 	}
 	bundle := index / c2sp.TileWidth
-	open := func() (*os.File, error) {
-		f, err := os.Open(s.tilePath(c2sp.EntriesLevel, bundle))
-		if errors.Is(err, fs.ErrNotExist) {
-			f, err = os.Open(s.stagePath("entries", bundle))
-			if errors.Is(err, fs.ErrNotExist) {
-				// Sealed between the two opens.
-				f, err = os.Open(s.tilePath(c2sp.EntriesLevel, bundle))
-			}
-		}
-		return f, err
-	}
 	b := make([]byte, n)
-	f, err := s.readers.get(bundle, open)
-	if err == nil {
-		_, err = f.ReadAt(b, off)
-		if errors.Is(err, os.ErrClosed) { // evicted meanwhile
-			if f, err = open(); err == nil {
-				_, err = f.ReadAt(b, off)
-				f.Close()
-			}
+	got, err := readAt(s.tilePath(c2sp.EntriesLevel, bundle), b, off)
+	if errors.Is(err, fs.ErrNotExist) {
+		got, err = readAt(s.stagePath("entries", bundle), b, off)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Sealed between the two reads.
+			got, err = readAt(s.tilePath(c2sp.EntriesLevel, bundle), b, off)
 		}
 	}
 	switch {
-	case errors.Is(err, io.EOF):
-		return nil, fmt.Errorf("entry %d at %d+%d: beyond bundle %d: %w", index, off, n, bundle, storage.ErrNotFound)
 	case err != nil:
 		return nil, fmt.Errorf("couldn't read bundle %d: %w", bundle, err)
+	case got < n:
+		return nil, fmt.Errorf("entry %d at %d+%d: beyond bundle %d: %w", index, off, n, bundle, storage.ErrNotFound)
 	}
 	return b, nil
 }
 
+// readAt reads up to len(b) bytes at off of the file at path, with three
+// system calls: open, pread, close. os.Open and os.ReadFile add the
+// poller's registration, a stat and a second read, and a page of search
+// results reads a hundred tiles and entries this way.
+func readAt(path string, b []byte, off int64) (int, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	n := 0
+	for n < len(b) {
+		m, err := syscall.Pread(fd, b[n:], off+int64(n))
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return n, &fs.PathError{Op: "read", Path: path, Err: err}
+		case m == 0:
+			return n, nil
+		}
+		n += m
+	}
+	return n, nil
+}
+
 // ReadTile implements storage.Backend.
 func (s *FS) ReadTile(ctx context.Context, level int, n int64) ([]tlog.Hash, error) {
-	b, err := os.ReadFile(s.tilePath(level, n))
+	// One byte more than a tile, to see a file that is too long.
+	var buf [c2sp.TileWidth*tlog.HashSize + 1]byte
+	read := func(path string) ([]byte, error) {
+		got, err := readAt(path, buf[:], 0)
+		return buf[:got], err
+	}
+	b, err := read(s.tilePath(level, n))
 	if errors.Is(err, fs.ErrNotExist) && level == 0 {
-		b, err = os.ReadFile(s.stagePath("hashes", n))
+		b, err = read(s.stagePath("hashes", n))
 		if errors.Is(err, fs.ErrNotExist) {
-			b, err = os.ReadFile(s.tilePath(level, n))
+			b, err = read(s.tilePath(level, n))
 		}
 		b = b[:len(b)/tlog.HashSize*tlog.HashSize] // a write may be in flight
 	}
@@ -946,6 +910,5 @@ func (s *FS) Close() error {
 			f.Close()
 		}
 	}
-	s.readers.closeAll()
 	return nil
 }
