@@ -25,7 +25,7 @@ func Register(srv *server.Server, l *ledger.Log, ix *Index, logger *slog.Logger)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{srv: srv, log: l, ix: ix, logger: logger, now: time.Now}
+	h := &handler{srv: srv, log: l, ix: ix, logger: logger, now: time.Now, locate: ix.Locate}
 	srv.Handle("GET /v1/events", server.Auditors, h.search)
 }
 
@@ -38,6 +38,8 @@ type handler struct {
 	ix     *Index
 	logger *slog.Logger
 	now    func() time.Time
+	// locate is ix.Locate; tests give it wrong places.
+	locate func(idx int64) (off int64, n int, ok bool)
 }
 
 // result is one entry of a search reply.
@@ -145,7 +147,7 @@ func (h *handler) read(ctx context.Context, idxs []int64, size int64, out []resu
 	var jobs []job
 	at := map[int64]int{}
 	for j, i := range idxs {
-		if off, n, ok := h.ix.Locate(i); ok {
+		if off, n, ok := h.locate(i); ok {
 			jobs = append(jobs, job{js: []int{j}, placed: true, off: off, n: n})
 			continue
 		}
