@@ -10,8 +10,10 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/trailaudit/trail/client"
+	"github.com/trailaudit/trail/internal/searchdoc"
 	"github.com/trailaudit/trail/internal/storage"
 )
 
@@ -30,10 +32,10 @@ type builder struct {
 // maxCachedWords bounds builder.words.
 const maxCachedWords = 4096
 
-// cachedField marks the docFields.strs whose words builder.words keeps:
+// cachedField marks the searchdoc.Fields.Strs whose words builder.words keeps:
 // source, via, actor type, user agent, action, resource type, outcome and
 // reason repeat; ids and addresses seldom do.
-var cachedField = [12]bool{0: true, 1: true, 4: true, 6: true, 7: true, 8: true, 10: true, 11: true}
+var cachedField = [searchdoc.NumStrs]bool{0: true, 1: true, 4: true, 6: true, 7: true, 8: true, 10: true, 11: true}
 
 func newBuilder(base int64, n int) *builder {
 	b := &builder{base: base}
@@ -77,7 +79,7 @@ func (b *builder) postWords(s string, i uint32) {
 		}
 		return
 	}
-	b.tok = appendTokens(b.tok[:0], s)
+	b.tok = searchdoc.AppendTokens(b.tok[:0], s)
 	if len(b.words) >= maxCachedWords {
 		b.postTokens(b.tok, i, nil)
 		return
@@ -106,37 +108,37 @@ func (b *builder) postTokens(tok []byte, i uint32, ks *[]int32) {
 	}
 }
 
-// addFields indexes entry i from what fastFields read: the same terms as
-// add(DocOf), the words taken field by field.
-func (b *builder) addFields(i int, f *docFields) {
-	d := &f.doc
-	b.addColumns(i, d)
+// addFields indexes entry i from what searchdoc.Read read: the same terms
+// as add(DocOf), the words taken field by field.
+func (b *builder) addFields(i int, f *searchdoc.Fields) {
+	b.addColumns(i, f.Time, f.Received, &[...]string{f.Actor, f.Action, f.ResourceType, f.ResourceID, f.Outcome, f.Source, f.Via})
 	id := uint32(i)
-	for k, s := range f.strs {
+	for k, s := range f.Strs {
 		switch {
 		case s == "":
 		case cachedField[k]:
 			b.postWords(s, id)
 		default:
-			b.tok = appendTokens(b.tok[:0], s)
+			b.tok = searchdoc.AppendTokens(b.tok[:0], s)
 			b.postTokens(b.tok, id, nil)
 		}
 	}
-	for _, raw := range [][]byte{f.details, f.original} {
+	for _, raw := range [][]byte{f.Details, f.Original} {
 		if len(raw) > 0 {
-			b.tok = appendJSONValues(b.tok[:0], raw)
+			b.tok = searchdoc.AppendJSONValues(b.tok[:0], raw)
 			b.postTokens(b.tok, id, nil)
 		}
 	}
 }
 
-// addColumns records entry i's columns and field terms.
-func (b *builder) addColumns(i int, doc *client.SearchDoc) {
+// addColumns records entry i's columns and field terms: its times, and
+// its actor, action, resource type and id, outcome, source and via.
+func (b *builder) addColumns(i int, t, received time.Time, fields *[fieldWord - fieldActor]string) {
 	le := binary.LittleEndian
 	b.cols.flags[i] = flagEnvelope
-	le.PutUint64(b.cols.times[8*i:], uint64(nanos(doc.Time)))
-	le.PutUint64(b.cols.recvs[8*i:], uint64(nanos(doc.Received)))
-	for f, v := range [...]string{doc.Actor, doc.Action, doc.ResourceType, doc.ResourceID, doc.Outcome, doc.Source, doc.Via} {
+	le.PutUint64(b.cols.times[8*i:], uint64(nanos(t)))
+	le.PutUint64(b.cols.recvs[8*i:], uint64(nanos(received)))
+	for f, v := range fields {
 		if v != "" {
 			b.post(f, v, uint32(i))
 		}
@@ -160,7 +162,7 @@ func (b *builder) post(f int, v string, i uint32) {
 
 // add indexes entry i from its search document.
 func (b *builder) add(i int, doc *client.SearchDoc) {
-	b.addColumns(i, doc)
+	b.addColumns(i, doc.Time, doc.Received, &[...]string{doc.Actor, doc.Action, doc.ResourceType, doc.ResourceID, doc.Outcome, doc.Source, doc.Via})
 	id := uint32(i)
 	text := doc.Text
 	for text != "" {
@@ -258,7 +260,9 @@ func (ix *Index) build(ctx context.Context, start, end int64) (*segment, error) 
 			}
 			ix.log.Error("search index: entry body unreadable; indexed without fields", "index", idx, "err", err)
 		}
-		if f, ok := fastFields(body); ok {
+		// f's strings share body's bytes, kept as the builder's map keys:
+		// entries are never changed once read.
+		if f, ok := searchdoc.Read(body); ok {
 			b.addFields(i, &f)
 			continue
 		}
