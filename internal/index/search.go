@@ -507,7 +507,7 @@ func (ix *Index) verify(ctx context.Context, idxs []int64, tq *client.TextQuery)
 					return nil, fmt.Errorf("couldn't read entry %d: %w", idxs[k], err)
 				}
 			}
-			doc, err := docOf(body)
+			doc, err := client.DocOf(body)
 			ok[k] = err == nil && tq.Match(doc.Text)
 		}
 		i = j
