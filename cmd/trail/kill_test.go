@@ -25,6 +25,7 @@ import (
 	"github.com/trailaudit/trail/event"
 	"github.com/trailaudit/trail/internal/bench"
 	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/servertest"
 	"github.com/trailaudit/trail/internal/storage/fs"
 	"github.com/trailaudit/trail/internal/tlsconf"
 )
@@ -33,26 +34,8 @@ import (
 type procServer struct {
 	cmd  *exec.Cmd
 	url  string
-	out  *lockedBuffer
+	out  *servertest.Buffer
 	done chan struct{} // closed once the process has exited
-}
-
-// lockedBuffer collects a process's output for the test's failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *lockedBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *lockedBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startProcServer starts trail serve on the data directory dir, on a free port
@@ -77,7 +60,7 @@ func launchProcServer(t *testing.T, dir string, extra ...string) (p *procServer,
 	}
 	info := filepath.Join(dir, serveInfoFile)
 	os.Remove(info) // a killed server leaves its own behind
-	p = &procServer{out: new(lockedBuffer), done: make(chan struct{})}
+	p = &procServer{out: new(servertest.Buffer), done: make(chan struct{})}
 	p.cmd = exec.Command(trail, append([]string{"serve", "-data", dir, "-listen", "127.0.0.1:0", "-ops-listen", "off", "-syslog-listen", "off"}, extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

@@ -1,12 +1,9 @@
 package index
 
 import (
-	"bytes"
 	"log/slog"
 	"path/filepath"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,30 +14,12 @@ import (
 	"github.com/trailaudit/trail/internal/tlsconf"
 )
 
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestMisplacedEntries: when the index says an entry lies elsewhere in its
 // bundle than it does (a damaged index), the search still answers with the
 // entries themselves, read from their bundles, and says the index is
 // damaged.
 func TestMisplacedEntries(t *testing.T) {
-	var logs syncBuffer
+	var logs servertest.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	var ix *Index
 	s := servertest.Start(t, servertest.Options{Register: func(srv *server.Server) {}})
@@ -89,7 +68,7 @@ func TestMisplacedEntries(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("results %v, want %v", got, want)
 	}
-	if !strings.Contains(logs.String(), "the index is damaged") {
+	if !logs.Contains("the index is damaged") {
 		t.Errorf("no warning that the index is damaged; the log says:\n%s", logs.String())
 	}
 }

@@ -4,6 +4,7 @@
 package servertest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,3 +148,26 @@ func (s *Server) Entries(tb testing.TB) []event.Envelope {
 	}
 	return out
 }
+
+// Buffer is a bytes.Buffer safe for concurrent writers: what a logger or a
+// child process writes while a test reads it.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Contains reports whether sub was written.
+func (s *Buffer) Contains(sub string) bool { return strings.Contains(s.String(), sub) }

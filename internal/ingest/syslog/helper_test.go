@@ -1,7 +1,6 @@
 package syslog_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -10,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"github.com/trailaudit/trail/internal/ingest/syslog"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/server"
+	"github.com/trailaudit/trail/internal/servertest"
 	"github.com/trailaudit/trail/internal/storage/fs"
 	"github.com/trailaudit/trail/internal/tlsconf"
 )
@@ -33,8 +32,8 @@ type env struct {
 	revoked *tlsconf.RevocationList
 	ln      *syslog.Listener
 	addr    string
-	logs    *syncBuffer // what the listener logged
-	stop    func()      // shuts the listener down and closes the log; idempotent
+	logs    *servertest.Buffer // what the listener logged
+	stop    func()             // shuts the listener down and closes the log; idempotent
 	cfg     syslog.Config
 	served  chan error
 }
@@ -104,7 +103,7 @@ func newEnv(t testing.TB, edit func(*syslog.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &servertest.Buffer{}
 	cfg := syslog.Config{
 		Addr:      "127.0.0.1:0",
 		TLS:       tc,
@@ -268,23 +267,3 @@ func detail(t testing.TB, en entry, name string) any {
 	}
 	return d[name]
 }
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) contains(sub string) bool { return strings.Contains(s.String(), sub) }

@@ -67,7 +67,7 @@ func TestOctetCounting(t *testing.T) {
 		}
 	}
 	waitFor(t, "the close to be logged", 5*time.Second, func() bool {
-		return e.logs.contains("syslog connection closed by the sender; everything received is durable")
+		return e.logs.Contains("syslog connection closed by the sender; everything received is durable")
 	})
 }
 
@@ -188,7 +188,7 @@ func TestBadFramesDoNotStall(t *testing.T) {
 		`level=ERROR msg="syslog connection reset: bad frame at byte 65: frame starts with 'G': want MSG-LEN (octet counting)" identity=garbage`,
 		fmt.Sprintf(`level=ERROR msg="syslog connection reset: bad frame at byte 66: message of %d bytes exceeds the limit of %d" identity=oversize`, syslog.DefaultMaxMessageSize+1, syslog.DefaultMaxMessageSize),
 	} {
-		if !e.logs.contains(s) {
+		if !e.logs.Contains(s) {
 			t.Errorf("log lacks %s", s)
 		}
 	}
@@ -217,7 +217,7 @@ func TestTruncatedFrame(t *testing.T) {
 	if got := e.syslogEntries(t); len(got) != 1 || raw(t, got[0]) != msg5424("whole") {
 		t.Errorf("entries %v, want the whole message only", got)
 	}
-	if !e.logs.contains("syslog connection ended inside a frame; the partial message was dropped") {
+	if !e.logs.Contains("syslog connection ended inside a frame; the partial message was dropped") {
 		t.Error("no warning about the partial message")
 	}
 }
@@ -277,7 +277,7 @@ func TestRefused(t *testing.T) {
 				c.Close()
 				t.Fatal("the handshake succeeded")
 			}
-			waitFor(t, "the refusal to be logged", 5*time.Second, func() bool { return e.logs.contains(tc.log) })
+			waitFor(t, "the refusal to be logged", 5*time.Second, func() bool { return e.logs.Contains(tc.log) })
 		})
 	}
 	if n := len(e.syslogEntries(t)); n != 0 {
@@ -319,7 +319,7 @@ func TestSequenceGapAndResend(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("entries:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if !e.logs.contains(`msg="syslog sequence gap: messages missing" identity=syslog-ng-1`) {
+	if !e.logs.Contains(`msg="syslog sequence gap: messages missing" identity=syslog-ng-1`) {
 		t.Error("no warning logged for the gap")
 	}
 }
@@ -399,7 +399,7 @@ func TestRevokedWhileConnected(t *testing.T) {
 	if n := len(e.syslogEntries(t)); n != 1 {
 		t.Errorf("%d entries, want 1: nothing after the revocation", n)
 	}
-	waitFor(t, "the revocation to be logged", 5*time.Second, func() bool { return e.logs.contains(`was revoked`) })
+	waitFor(t, "the revocation to be logged", 5*time.Second, func() bool { return e.logs.Contains(`was revoked`) })
 }
 
 // failingIngester fails every append after the first ok ones.
@@ -436,7 +436,7 @@ func TestAppendFailureResets(t *testing.T) {
 		t.Errorf("after a failed append the sender saw %v, want a reset", err)
 	}
 	waitFor(t, "the failure to be logged", 5*time.Second, func() bool {
-		return e.logs.contains("syslog connection reset: messages could not be appended") && e.logs.contains("disk on fire")
+		return e.logs.Contains("syslog connection reset: messages could not be appended") && e.logs.Contains("disk on fire")
 	})
 }
 

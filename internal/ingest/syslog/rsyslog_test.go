@@ -222,7 +222,7 @@ ruleset(name="trail") {
 			t.Fatalf("message %d: original %q is not RFC 5424 with PRI 85", i, raw(t, en))
 		}
 	}
-	if !e.logs.contains("syslog connection opened") || !e.logs.contains("identity="+name) {
+	if !e.logs.Contains("syslog connection opened") || !e.logs.Contains("identity="+name) {
 		t.Errorf("no connection from %s logged", name)
 	}
 	t.Logf("%d messages from rsyslogd %s via %s; the first as sent: %q", n, driver, name, raw(t, got[0]))

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/trailaudit/trail/internal/servertest"
 )
 
 // pki is the range's certificates, made with the openssl command: a root,
@@ -215,7 +217,7 @@ func startServer(t *testing.T, addr, dir, name string, args ...string) {
 	// SIGTERM, so that nginx's master stops its workers; SIGKILL after
 	// WaitDelay.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	out := &syncBuffer{}
+	out := &servertest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -243,26 +245,6 @@ func startServer(t *testing.T, addr, dir, name string, args ...string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 64<<10 {
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startOpenSSL runs openssl s_server with the leaf (sending its chain
