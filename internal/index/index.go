@@ -54,7 +54,7 @@ const (
 
 // formatVersion changes whenever the format or what is indexed changes: an
 // index of another version is rebuilt.
-const formatVersion = "3"
+const formatVersion = "4"
 
 // Defaults of Options.
 const (

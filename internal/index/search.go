@@ -124,14 +124,14 @@ func timesOf(q *Query) times {
 	if t.hasTLo = !q.Since.IsZero(); t.hasTLo {
 		t.tLo = nanos(q.Since)
 	}
-	if t.hasTHi = !q.Until.IsZero(); t.hasTHi {
-		t.tHi = nanos(q.Until)
+	if !q.Until.IsZero() {
+		t.tHi, t.hasTHi = nanosUntil(q.Until)
 	}
 	if t.hasRLo = !q.ReceivedSince.IsZero(); t.hasRLo {
 		t.rLo = nanos(q.ReceivedSince)
 	}
-	if t.hasRHi = !q.ReceivedUntil.IsZero(); t.hasRHi {
-		t.rHi = nanos(q.ReceivedUntil)
+	if !q.ReceivedUntil.IsZero() {
+		t.rHi, t.hasRHi = nanosUntil(q.ReceivedUntil)
 	}
 	t.any = t.hasTLo || t.hasTHi || t.hasRLo || t.hasRHi
 	return t
@@ -515,10 +515,25 @@ func (ix *Index) verify(ctx context.Context, idxs []int64, tq *client.TextQuery)
 	return ok, nil
 }
 
+// nanosUntil returns an exclusive upper bound u as Unix nanoseconds, and
+// false if it bounds nothing: where nanos saturates, the times before u
+// saturate to the same value, so that value must pass.
+func nanosUntil(u time.Time) (int64, bool) {
+	switch n := nanos(u); n {
+	case math.MaxInt64:
+		return 0, false
+	case math.MinInt64:
+		return n + 1, true
+	default:
+		return n, true
+	}
+}
+
 // nanos returns t as Unix nanoseconds, saturated outside the years 1678 to
-// 2261 that int64 nanoseconds reach.
+// 2261 that int64 nanoseconds reach. The year is UTC's, so that the
+// function grows with the instant whatever t's zone.
 func nanos(t time.Time) int64 {
-	switch y := t.Year(); {
+	switch y := t.UTC().Year(); {
 	case y < 1678:
 		return math.MinInt64
 	case y > 2261:
