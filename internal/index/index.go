@@ -494,6 +494,13 @@ func (ix *Index) catchUp(ctx context.Context, progress func(done, total int64), 
 	}()
 	issued := ix.next.Load()
 	for {
+		// Close flushes and drops the view under writeMu: once it is
+		// closing, nothing more is indexed (into a closed index).
+		select {
+		case <-ix.stop:
+			return errClosed
+		default:
+		}
 		if follow && issued == total {
 			total = ix.opts.Source.Size()
 		}

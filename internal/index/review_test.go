@@ -1,7 +1,18 @@
 package index
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,5 +164,330 @@ func TestReviewTimeBounds(t *testing.T) {
 	}
 	if n < 100 {
 		t.Fatalf("only %d queries", n)
+	}
+}
+
+// TestReviewConcurrent: searches paging with cursors, in both orders,
+// while the follower indexes, flushes and merges, find what a scan finds
+// below their bound, every page of a search read from a newer view.
+func TestReviewConcurrent(t *testing.T) {
+	tune(t, func(ix *Index) { ix.flushEntries, ix.mergeFactor, ix.quiet = 150, 2, 20*time.Millisecond })
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	g := &gen{rng: rand.New(rand.NewPCG(21, 22)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	const total = 3000
+	leaves := make([][]byte, total)
+	for i := range leaves {
+		switch {
+		case i%101 == 0:
+			leaves[i] = []byte(`{"not":"an envelope","quartz":"quartz"}`)
+		case i%2 == 0:
+			leaves[i] = g.taggedLeaf()
+		default:
+			leaves[i] = g.leaf()
+		}
+	}
+	var queries []client.SearchQuery
+	for range 60 {
+		cq := g.query()
+		if g.rng.IntN(2) == 0 {
+			cq.Text = []string{"t0*", `"zebra deploy"`, "quartz -roll*", "t123 OR t124", "t*", `"user l"*`}[g.rng.IntN(6)]
+		}
+		cq.Limit = 1 + g.rng.IntN(7)
+		queries = append(queries, cq)
+	}
+	queries = append(queries, client.SearchQuery{Limit: 97}, client.SearchQuery{Limit: 13, Order: client.Oldest})
+	// The oracle of all entries: searches below a bound use a prefix.
+	appendLeaves(t, l, leaves[:1])
+	ix, err := Open(t.Context(), Options{Dir: t.TempDir(), Source: l, Batch: 64, Poll: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	ix.Start()
+	var wg sync.WaitGroup
+	var appended atomic.Bool
+	wg.Go(func() {
+		defer appended.Store(true)
+		for i := 1; i < total; {
+			n := 1 + g.rng.IntN(90)
+			if _, err := l.Append(context.Background(), leaves[i:min(i+n, total)]...); err != nil {
+				t.Error(err)
+				return
+			}
+			i += n
+			time.Sleep(time.Millisecond)
+		}
+	})
+	type check struct {
+		cq    client.SearchQuery
+		bound int64
+		loose bool // bound is past Next: the search found those below some B >= Next
+		got   []int64
+	}
+	var mu sync.Mutex
+	var checks []check
+	for w := range 2 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 99))
+			for k := 0; k < 400 && (k < 20 || !appended.Load()); k++ {
+				cq := queries[rng.IntN(len(queries))]
+				bound, loose := ix.Next(), false
+				if rng.IntN(3) == 0 && bound > 0 {
+					bound = rng.Int64N(bound)
+				} else if rng.IntN(4) == 0 {
+					bound, loose = bound+500, true // beyond Next: only what is indexed is searched
+				}
+				got := searchAll(t, ix, cq, bound)
+				mu.Lock()
+				checks = append(checks, check{cq, min(bound, total), loose, got})
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if !ix.WaitFor(t.Context(), total, 10*time.Second) {
+		t.Fatalf("indexed %d of %d", ix.Next(), total)
+	}
+	o := newOracle(t, l, total)
+	for _, c := range checks {
+		want := o.search(t, c.cq, c.bound)
+		if !slices.Equal(c.got, want) && !(c.loose && belowSome(c.got, want, c.cq.Order)) {
+			t.Fatalf("query %v below %d:\n got %v\nwant %v", c.cq.Values(), c.bound, c.got, want)
+		}
+	}
+	for _, cq := range queries {
+		if got, want := searchAll(t, ix, cq, total), o.search(t, cq, total); !slices.Equal(got, want) {
+			t.Fatalf("after indexing: query %v:\n got %v\nwant %v", cq.Values(), got, want)
+		}
+	}
+	t.Logf("%d concurrent searches checked", len(checks))
+}
+
+// belowSome reports whether got is, in order, the entries of want below
+// some index.
+func belowSome(got, want []int64, order string) bool {
+	asc := slices.Clone(want)
+	slices.Sort(asc)
+	if len(got) > len(asc) {
+		return false
+	}
+	below := slices.Clone(asc[:len(got)])
+	if order != client.Oldest {
+		slices.Reverse(below)
+	}
+	return slices.Equal(got, below)
+}
+
+// snapshot copies the files of dir into a new directory: what a crash at
+// this instant leaves on disk (every file the index renames into place is
+// synced first).
+func snapshot(t *testing.T, dir string) string {
+	t.Helper()
+	dst := t.TempDir()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Error(err)
+		return dst
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			t.Error(err)
+		}
+	}
+	return dst
+}
+
+// checkIndex checks every query against the oracle, and Locate against
+// the log's leaves.
+func checkIndex(t *testing.T, ix *Index, l *ledger.Log, o *oracle, queries []client.SearchQuery, when string) {
+	t.Helper()
+	n := int64(len(o.docs))
+	for _, cq := range queries {
+		if got, want := searchAll(t, ix, cq, n), o.search(t, cq, n); !slices.Equal(got, want) {
+			t.Fatalf("%s: query %v:\n got %v\nwant %v", when, cq.Values(), got, want)
+		}
+	}
+	leaves, err := l.ReadEntries(t.Context(), 0, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		off, size, ok := ix.Locate(i)
+		if !ok {
+			t.Fatalf("%s: Locate(%d) found nothing", when, i)
+		}
+		leaf, err := l.ReadEntryAt(t.Context(), i, off, size)
+		if err != nil || !bytes.Equal(leaf, leaves[i]) {
+			t.Fatalf("%s: ReadEntryAt(%d, Locate) = %q, %v", when, i, leaf, err)
+		}
+	}
+}
+
+// TestReviewCrashes: a crash at any write of the manifest, of a flush or
+// of a merge, while the follower indexes and merges run, leaves an index
+// that opens without leftovers, and catches up to answer as a scan does.
+func TestReviewCrashes(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		snaps []string
+		calls int
+		dir   string
+	)
+	take := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if calls++; calls%3 == 1 && len(snaps) < 8 {
+			snaps = append(snaps, snapshot(t, dir))
+		}
+	}
+	tune(t, func(ix *Index) {
+		ix.flushEntries, ix.mergeFactor, ix.quiet = 120, 2, 10*time.Millisecond
+		ix.beforeManifest = func(int64) error { take(); return nil }
+		ix.beforeMergeManifest = func() error { take(); return nil }
+	})
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	g := &gen{rng: rand.New(rand.NewPCG(31, 32)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	const total = 1500
+	leaves := make([][]byte, total)
+	for i := range leaves {
+		leaves[i] = g.taggedLeaf()
+		if i%97 == 5 {
+			leaves[i] = []byte(`{"not":"an envelope"}`)
+		}
+	}
+	dir = t.TempDir()
+	ix, err := Open(t.Context(), Options{Dir: dir, Source: l, Batch: 50, Poll: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix.Start()
+	for i := 0; i < total; i += 100 {
+		appendLeaves(t, l, leaves[i:i+100])
+		time.Sleep(2 * time.Millisecond)
+	}
+	// Close while the follower indexes: it flushes what is in memory.
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tune(t, func(ix *Index) { ix.flushEntries, ix.mergeFactor, ix.quiet = 120, 2, 10*time.Millisecond })
+	o := newOracle(t, l, total)
+	var queries []client.SearchQuery
+	for range 25 {
+		cq := g.query()
+		if g.rng.IntN(2) == 0 {
+			cq.Text = []string{"t0*", `"zebra deploy"`, "quartz -roll*", "t123 OR t124", "t*"}[g.rng.IntN(5)]
+		}
+		cq.Limit = 1 + g.rng.IntN(50)
+		queries = append(queries, cq)
+	}
+	queries = append(queries, client.SearchQuery{Limit: 500}, client.SearchQuery{Limit: 300, Order: client.Oldest})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(snaps) < 4 {
+		t.Fatalf("only %d crashes", len(snaps))
+	}
+	for k, d := range append(snaps, dir) {
+		ix, err := Open(t.Context(), Options{Dir: d, Source: l, Batch: 50})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The files are checked after Close: merges write files meanwhile.
+		if err := ix.CatchUp(t.Context(), nil); err != nil {
+			t.Fatal(err)
+		}
+		checkIndex(t, ix, l, o, queries, fmt.Sprintf("crash %d", k))
+		if err := ix.Close(); err != nil {
+			t.Fatal(err)
+		}
+		checkFiles(t, d)
+	}
+}
+
+// TestReviewCloseDuringCatchUp: Close while CatchUp indexes ends it soon,
+// and what CatchUp reported durable is; reopened, the index catches up.
+func TestReviewCloseDuringCatchUp(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	g := &gen{rng: rand.New(rand.NewPCG(41, 42)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	leaves := make([][]byte, 4000)
+	for i := range leaves {
+		leaves[i] = g.leaf()
+	}
+	tune(t, func(ix *Index) { ix.flushEntries, ix.mergeFactor = 100, 2 })
+	dir := t.TempDir()
+
+	// A CatchUp that starts after Close does nothing: it used to index
+	// into the closed index and write a manifest of only what it indexed,
+	// which the next start found damaged, and rebuilt.
+	appendLeaves(t, l, leaves[:50])
+	ix, err := Open(t.Context(), Options{Dir: dir, Source: l, Batch: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.CatchUp(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	appendLeaves(t, l, leaves[50:100])
+	if err := ix.CatchUp(t.Context(), nil); !errors.Is(err, errClosed) {
+		t.Errorf("CatchUp after Close = %v, want errClosed", err)
+	}
+	var logs bytes.Buffer
+	if ix, err = Open(t.Context(), Options{Dir: dir, Source: l, Logger: slog.New(slog.NewTextHandler(&logs, nil))}); err != nil {
+		t.Fatal(err)
+	}
+	if ix.Next() != 50 || logs.Len() > 0 {
+		t.Fatalf("reopened after a CatchUp after Close: at %d (want 50), logged %q", ix.Next(), logs.String())
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	appendLeaves(t, l, leaves[100:])
+
+	// Close while CatchUp indexes: what CatchUp reported indexed before
+	// Close returned is durable.
+	for k := range 4 {
+		ix, err := Open(t.Context(), Options{Dir: dir, Source: l, Batch: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		from := ix.Next()
+		var durable atomic.Int64
+		done := make(chan error, 1)
+		go func() { done <- ix.CatchUp(context.Background(), func(n, _ int64) { durable.Store(n) }) }()
+		time.Sleep(time.Duration(k*3) * time.Millisecond)
+		if err := ix.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var cerr error
+		select {
+		case cerr = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("CatchUp goes on after Close")
+		}
+		ix, err = Open(t.Context(), Options{Dir: dir, Source: l, Batch: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFiles(t, dir)
+		if cerr == nil && ix.Next() != l.Size() || ix.Next() < durable.Load() {
+			t.Fatalf("CatchUp from %d = %v, indexed %d before Close; reopened at %d", from, cerr, durable.Load(), ix.Next())
+		}
+		t.Logf("round %d: CatchUp from %d = %v after %d; reopened at %d", k, from, cerr, durable.Load(), ix.Next())
+		if err := ix.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
