@@ -304,7 +304,7 @@ func (ix *Index) Search(ctx context.Context, q *Query, bound int64) ([]int64, bo
 		if desc {
 			hi = min(hi, q.After)
 		} else {
-			lo = max(lo, q.After+1)
+			lo = max(lo, min(q.After, math.MaxInt64-1)+1)
 		}
 	}
 	want := q.Limit + 1
