@@ -3,12 +3,16 @@ package index
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -582,5 +586,257 @@ func TestReviewOddEntries(t *testing.T) {
 				t.Errorf("query %v after %d = %v, %v; want nothing", v, after, got, err)
 			}
 		}
+	}
+}
+
+// TestReviewDamage: damaged or inconsistent files make Open rebuild, with
+// a warning, never panic; segment files damaged with their checksum made
+// right again (what the checksum cannot see) make searches and merges
+// fail or answer, never panic or hang.
+func TestReviewDamage(t *testing.T) {
+	tune(t, func(ix *Index) {
+		ix.flushEntries, ix.quiet = 1<<30, time.Hour
+		ix.noMerge.Store(true)
+	})
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	g := &gen{rng: rand.New(rand.NewPCG(51, 52)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	leaves := make([][]byte, 600)
+	for i := range leaves {
+		leaves[i] = g.taggedLeaf()
+	}
+	appendLeaves(t, l, leaves)
+	dir := t.TempDir()
+	ix, err := Open(t.Context(), Options{Dir: dir, Source: l, Batch: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := int64(200); end <= 600; end += 200 {
+		if err := ix.catchUpTo(t.Context(), end); err != nil {
+			t.Fatal(err)
+		}
+		if err := ix.flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 3 {
+		t.Fatalf("segment files %v, want 3", segs)
+	}
+	var m manifest
+	b, err := os.ReadFile(filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest := func(d string, edit func(m *manifest)) {
+		m2 := m
+		m2.Segments = slices.Clone(m.Segments)
+		edit(&m2)
+		b, _ := json.Marshal(m2)
+		if err := os.WriteFile(filepath.Join(d, FileName), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name := func(k int) string { return filepath.Base(segs[k]) }
+	o := newOracle(t, l, 600)
+	queries := []client.SearchQuery{{Limit: 100}, {Text: "t0*", Limit: 30, Order: client.Oldest}, {Text: `"zebra deploy"`, Limit: 9}, {Actor: "alice", Limit: 20}}
+	rebuilds := func(what string, damage func(d string)) {
+		t.Helper()
+		d := snapshot(t, dir)
+		damage(d)
+		var logs bytes.Buffer
+		ix, err := Open(t.Context(), Options{Dir: d, Source: l, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatalf("%s: Open: %v", what, err)
+		}
+		defer ix.Close()
+		if ix.Next() != 0 || !strings.Contains(logs.String(), "rebuilding the search index") {
+			t.Fatalf("%s: opened at %d, logged %q; want a rebuild", what, ix.Next(), logs.String())
+		}
+		if err := ix.CatchUp(t.Context(), nil); err != nil {
+			t.Fatal(err)
+		}
+		checkIndex(t, ix, l, o, queries, what)
+	}
+	rebuilds("overlapping ranges", func(d string) {
+		writeManifest(d, func(m *manifest) { m.Segments[1].Base -= 10; m.Segments[1].Count += 10 })
+	})
+	rebuilds("a gap", func(d string) {
+		writeManifest(d, func(m *manifest) { m.Segments = slices.Delete(m.Segments, 1, 2) })
+	})
+	rebuilds("a segment twice", func(d string) {
+		writeManifest(d, func(m *manifest) { m.Segments[1] = m.Segments[0] })
+	})
+	rebuilds("another origin", func(d string) { writeManifest(d, func(m *manifest) { m.Origin = "example.com/other" }) })
+	rebuilds("negative progress", func(d string) {
+		writeManifest(d, func(m *manifest) { m.Next = -1; m.Segments = nil })
+	})
+	rebuilds("swapped files", func(d string) {
+		a, b := filepath.Join(d, name(0)), filepath.Join(d, name(1))
+		os.Rename(a, a+".x")
+		os.Rename(b, a)
+		os.Rename(a+".x", b)
+	})
+	rebuilds("a file swapped with one of the same range", func(d string) {
+		// A segment of [0, 200) of the same size but other bytes.
+		b, _ := os.ReadFile(filepath.Join(d, name(0)))
+		b[len(b)/2] ^= 1
+		os.WriteFile(filepath.Join(d, name(0)), b, 0o600)
+	})
+	rebuilds("an empty segment file", func(d string) { os.WriteFile(filepath.Join(d, name(2)), nil, 0o600) })
+	rebuilds("a directory in place of a file", func(d string) {
+		os.Remove(filepath.Join(d, name(2)))
+		os.Mkdir(filepath.Join(d, name(2)), 0o700)
+	})
+	rebuilds("an empty manifest", func(d string) { os.WriteFile(filepath.Join(d, FileName), nil, 0o600) })
+	rebuilds("a manifest with unknown fields", func(d string) {
+		os.WriteFile(filepath.Join(d, FileName), []byte(`{"version":"4","extra":1}`), 0o600)
+	})
+
+	// Every tenth byte of a segment file flipped: the checksum finds it.
+	seg, err := os.ReadFile(segs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for at := 0; at < len(seg); at += 1 + len(seg)/60 {
+		b := slices.Clone(seg)
+		b[at] ^= 0x10
+		if s, err := parseSegment(b, true); err == nil {
+			t.Fatalf("a segment with byte %d flipped parsed: %d entries", at, s.n)
+		}
+	}
+
+	// Damage the checksum cannot see: bytes changed and the checksum
+	// made right. Open may accept the file; then searches and merges
+	// must fail or answer, not panic.
+	rng := rand.New(rand.NewPCG(53, 54))
+	for round := range damageRounds() {
+		d := snapshot(t, dir)
+		path := filepath.Join(d, name(round%3))
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 1 + rng.IntN(4) {
+			at := rng.IntN(len(b) - footerSize)
+			if rng.IntN(2) == 0 {
+				at = headerSize + 200*bytesPerEntry + rng.IntN(len(b)-footerSize-headerSize-200*bytesPerEntry) // the terms
+			}
+			b[at] ^= byte(1 + rng.IntN(255))
+		}
+		binary.LittleEndian.PutUint32(b[len(b)-16:], crc32.Checksum(b[:len(b)-16], crcTable))
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		func() {
+			tune(t, func(ix *Index) {
+				ix.flushEntries, ix.mergeFactor, ix.quiet = 1<<30, 3, time.Hour
+				ix.noMerge.Store(true)
+			})
+			ix, err := Open(t.Context(), Options{Dir: d, Source: l})
+			if err != nil {
+				t.Fatalf("round %d: Open: %v", round, err)
+			}
+			defer ix.Close()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for _, cq := range append(queries, client.SearchQuery{Text: "t1*", Limit: 50}, client.SearchQuery{Text: "quartz -t0*", Since: g.base.Add(time.Hour), Limit: 50}) {
+					for _, order := range []string{client.Oldest, client.Newest} {
+						cq.Order = order
+						q, err := ParseQuery(cq.Values(), time.Now())
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						for page := 0; page < 50; page++ {
+							idxs, more, err := ix.Search(t.Context(), q, 600)
+							if err != nil || !more {
+								break
+							}
+							q.After = idxs[len(idxs)-1]
+						}
+					}
+				}
+				for range 3 {
+					ix.mergeOnce(t.Context())
+				}
+				for i := range int64(600) {
+					ix.Locate(i)
+				}
+			}()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("round %d: searches on a damaged segment do not end", round)
+			}
+		}()
+	}
+}
+
+// damageRounds is how many damaged segments TestReviewDamage searches:
+// $TRAIL_DAMAGE_ROUNDS, default 40.
+func damageRounds() int { return envInt("TRAIL_DAMAGE_ROUNDS", 40) }
+
+// TestReviewSearchDuringClose: searches racing merges and Close neither
+// panic nor keep files: a merged-away file a search holds is removed when
+// it lets go, and after Close searches find nothing.
+func TestReviewSearchDuringClose(t *testing.T) {
+	tune(t, func(ix *Index) { ix.flushEntries, ix.mergeFactor, ix.quiet = 60, 2, 5*time.Millisecond })
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	g := &gen{rng: rand.New(rand.NewPCG(61, 62)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	leaves := make([][]byte, 1200)
+	for i := range leaves {
+		leaves[i] = g.taggedLeaf()
+	}
+	appendLeaves(t, l, leaves)
+	for round := range 3 {
+		dir := t.TempDir()
+		ix, err := Open(t.Context(), Options{Dir: dir, Source: l, Batch: 30, Poll: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ix.Start()
+		var wg sync.WaitGroup
+		var closed atomic.Bool
+		for w := range 3 {
+			wg.Go(func() {
+				for k := 0; k < 2000 && !closed.Load(); k++ {
+					cq := client.SearchQuery{Text: []string{"t0*", "quartz", `"zebra deploy"`}[(k+w)%3], Limit: 5}
+					if k%2 == 0 {
+						cq.Order = client.Oldest
+					}
+					q, err := ParseQuery(cq.Values(), time.Now())
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if _, _, err := ix.Search(context.Background(), q, 1<<40); err != nil {
+						t.Error(err)
+						return
+					}
+					ix.Locate(int64(k))
+				}
+			})
+		}
+		time.Sleep(time.Duration(20+round*40) * time.Millisecond)
+		err = ix.Close()
+		closed.Store(true)
+		wg.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, _ := ParseQuery(url.Values{"q": {"quartz"}}, time.Now())
+		if got, _, err := ix.Search(t.Context(), q, 1<<40); err != nil || len(got) > 0 {
+			t.Errorf("Search after Close = %v, %v; want nothing", got, err)
+		}
+		checkFiles(t, dir)
 	}
 }
