@@ -840,3 +840,111 @@ func TestReviewSearchDuringClose(t *testing.T) {
 		checkFiles(t, dir)
 	}
 }
+
+// TestReviewOddTexts: texts with words that are operators elsewhere, case
+// and accents, punctuation, and NOTs after a positive term.
+func TestReviewOddTexts(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	g := &gen{rng: rand.New(rand.NewPCG(71, 72)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	leaves := make([][]byte, 700)
+	for i := range leaves {
+		leaves[i] = g.leaf()
+		if i%7 == 0 {
+			leaves[i] = leafAt(t, g.base, g.base, "or", []string{"and or not", "NEAR OR", "Ärger ÄRGER ärger", "x-y_z x.y", "o'brien \"quoted\" (paren)", "ǅ ß ﬁ İ"}[i%6])
+		}
+	}
+	appendLeaves(t, l, leaves)
+	tune(t, func(ix *Index) { ix.flushEntries = 200 })
+	ix, err := Open(t.Context(), Options{Dir: t.TempDir(), Source: l, Batch: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if err := ix.CatchUp(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	o := newOracle(t, l, l.Size())
+	found := 0
+	for _, text := range []string{"or", "and", "not", "OR", "AND", "NOT", "near", `"and or"`, "and OR not", "or -and", "ÄRGER", "ärger*", "Ä*", "x-y", "x.y", "y_z", "x*",
+		"o'brien", `"o brien"`, "paren", `"quoted paren"`, "ǅ", "ß", "ss", "ﬁ", "fi", "İ", "i̇", "quartz -zebra -über -deploy", "q* -quartz", `über -"zebra über"`,
+		"ÜBER", "uber", "user.login", `"user.login"`, "user*", "日本", "日本語*", `"日本語 quartz"`, "zebra OR über -rollback OR deploy"} {
+		if _, err := client.ParseText(text); err != nil {
+			t.Logf("ParseText(%q): %v", text, err)
+			continue
+		}
+		for _, order := range []string{client.Oldest, client.Newest} {
+			cq := client.SearchQuery{Text: text, Order: order, Limit: 1 + len(text)%9}
+			got, want := searchAll(t, ix, cq, l.Size()), o.search(t, cq, l.Size())
+			if !slices.Equal(got, want) {
+				t.Errorf("query %v:\n got %v\nwant %v", cq.Values(), got, want)
+			}
+			if len(want) > 0 {
+				found++
+			}
+		}
+	}
+	if found < 40 {
+		t.Errorf("only %d queries found anything", found)
+	}
+}
+
+// TestReviewPostIter: seeks through postings of every size around the
+// block size, in both directions, from any start and with any strides,
+// give the entry a scan gives.
+func TestReviewPostIter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(81, 82))
+	const n = 3000
+	for _, count := range []int{1, 2, 127, 128, 129, 255, 256, 257, 383, 384, 385, 1000, n} {
+		ids := rng.Perm(n)[:count]
+		slices.Sort(ids)
+		b := newBuilder(0, n)
+		for _, id := range ids {
+			b.add(id, &client.SearchDoc{Time: time.Unix(1, 0), Actor: "a", Text: "w"})
+		}
+		s, err := b.finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, ok, err := s.find([]byte{fieldWord, 'w'})
+		if err != nil || !ok || rec.count != count {
+			t.Fatalf("find(w) = %d entries, %v, %v; want %d", rec.count, ok, err, count)
+		}
+		for round := range 200 {
+			desc := round%2 == 1
+			var errp error
+			it := newPostIter(rec, n, desc, &errp)
+			x := rng.IntN(n + 20)
+			if !desc {
+				x -= 20
+			}
+			for step := 0; step < 2*n; step++ {
+				want, wok := -1, false
+				for _, id := range ids {
+					if !desc && id >= x {
+						want, wok = id, true
+						break
+					}
+					if desc && id <= x {
+						want, wok = id, true
+					}
+				}
+				got, gok := it.seek(x)
+				if gok != wok || gok && got != want || errp != nil {
+					t.Fatalf("%d entries, desc %v: seek(%d) = %d, %v (%v); want %d, %v", count, desc, x, got, gok, errp, want, wok)
+				}
+				if !gok {
+					break
+				}
+				// Next target: the entry itself, one past, or a jump.
+				switch d := rng.IntN(4); {
+				case d == 0:
+				case desc:
+					x = got - 1 - rng.IntN(1+d*d*40)
+				default:
+					x = got + 1 + rng.IntN(1+d*d*40)
+				}
+			}
+		}
+	}
+}
