@@ -133,7 +133,9 @@ func timesOf(q *Query) times {
 	if !q.ReceivedUntil.IsZero() {
 		t.rHi, t.hasRHi = nanosUntil(q.ReceivedUntil)
 	}
-	t.any = t.hasTLo || t.hasTHi || t.hasRLo || t.hasRHi
+	// An until that bounds nothing in nanoseconds still bounds the
+	// saturated times, which only the entry tells.
+	t.any = !q.Since.IsZero() || !q.Until.IsZero() || !q.ReceivedSince.IsZero() || !q.ReceivedUntil.IsZero()
 	return t
 }
 
@@ -332,7 +334,7 @@ func (ix *Index) Search(ctx context.Context, q *Query, bound int64) ([]int64, bo
 	tb := timesOf(q)
 	var pending []int64
 	verify := func() error {
-		ok, err := ix.verify(ctx, pending, q.Text)
+		ok, err := ix.verify(ctx, pending, q)
 		if err != nil {
 			return err
 		}
@@ -344,13 +346,15 @@ func (ix *Index) Search(ctx context.Context, q *Query, bound int64) ([]int64, bo
 		pending = pending[:0]
 		return nil
 	}
-	emit := func(idx int64) (bool, error) {
-		if tp == nil || !tp.verify {
+	// emit takes the entries that satisfy q as far as the index tells;
+	// those it cannot tell of (exact false) are read and checked.
+	emit := func(idx int64, exact bool) (bool, error) {
+		if (tp == nil || !tp.verify) && exact {
 			out = append(out, idx)
 			return len(out) < want, nil
 		}
 		pending = append(pending, idx)
-		if len(pending) >= max(16, want-len(out)) {
+		if !exact && (tp == nil || !tp.verify) || len(pending) >= max(16, want-len(out)) {
 			if err := verify(); err != nil {
 				return false, err
 			}
@@ -423,7 +427,7 @@ func (ix *Index) segmentError(s *segment, err error) error {
 
 // run calls emit with the entries of [lo, hi) of the segment that satisfy
 // the plan, in order, until emit returns false; it returns false then.
-func (p *plan) run(lo, hi int, desc bool, tb *times, emit func(int64) (bool, error)) (bool, error) {
+func (p *plan) run(lo, hi int, desc bool, tb *times, emit func(idx int64, exact bool) (bool, error)) (bool, error) {
 	s := p.s
 	if lo >= hi {
 		return true, nil
@@ -468,7 +472,10 @@ func (p *plan) run(lo, hi int, desc bool, tb *times, emit func(int64) (bool, err
 			checked = b
 		}
 		if check(i) {
-			more, err := emit(s.base + int64(i))
+			// A time nanos saturated is outside the years it reaches:
+			// only the entry tells whether it is within the bounds.
+			exact := !tb.any || !saturated(s.time(i)) && !saturated(s.recv(i))
+			more, err := emit(s.base+int64(i), exact)
 			if err != nil || !more {
 				return false, err
 			}
@@ -482,10 +489,11 @@ func (p *plan) run(lo, hi int, desc bool, tb *times, emit func(int64) (bool, err
 	return true, nil
 }
 
-// verify reports which of the entries idxs (in search order) satisfy the
-// free text, read from the log: the postings of a phrase's words tell
-// which entries hold them, not whether next to each other.
-func (ix *Index) verify(ctx context.Context, idxs []int64, tq *client.TextQuery) ([]bool, error) {
+// verify reports which of the entries idxs (in search order) satisfy q,
+// read from the log: the postings of a phrase's words tell which entries
+// hold them, not whether next to each other, and a saturated time does
+// not tell where it lies.
+func (ix *Index) verify(ctx context.Context, idxs []int64, q *Query) ([]bool, error) {
 	ok := make([]bool, len(idxs))
 	src := ix.opts.Source
 	for i := 0; i < len(idxs); {
@@ -508,12 +516,15 @@ func (ix *Index) verify(ctx context.Context, idxs []int64, tq *client.TextQuery)
 				}
 			}
 			doc, err := client.DocOf(body)
-			ok[k] = err == nil && tq.Match(doc.Text)
+			ok[k] = err == nil && q.SearchQuery.Mismatch(&doc, q.Text) == ""
 		}
 		i = j
 	}
 	return ok, nil
 }
+
+// saturated reports whether nanos saturated the time n.
+func saturated(n int64) bool { return n == math.MinInt64 || n == math.MaxInt64 }
 
 // nanosUntil returns an exclusive upper bound u as Unix nanoseconds, and
 // false if it bounds nothing: where nanos saturates, the times before u
