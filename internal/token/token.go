@@ -151,7 +151,8 @@ func Revoke(path, name string, now time.Time) (int, error) {
 }
 
 // Store answers the server's lookups from the token file, re-reading it
-// when it changes (checked at most once per CheckInterval).
+// when it changes: checked at most once per CheckInterval, and at every
+// lookup of a token it does not hold.
 type Store struct {
 	path     string
 	interval time.Duration
@@ -234,6 +235,15 @@ func (s *Store) Lookup(secret string) (tlsconf.Identity, bool) {
 	// The map is keyed by the token's hash, so a lookup reveals nothing
 	// about the token through its timing.
 	t, ok := s.byHash[h]
+	if !ok {
+		// A token created a moment ago works at once: on a miss the file
+		// is looked at again (a stat, against the TLS handshake the
+		// request already cost).
+		if err := s.reload(time.Now()); err != nil {
+			s.log.Error("keeping the current tokens", "err", err)
+		}
+		t, ok = s.byHash[h]
+	}
 	if !ok {
 		return tlsconf.Identity{}, false
 	}

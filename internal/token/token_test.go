@@ -78,3 +78,24 @@ func TestCreateLookupRevoke(t *testing.T) {
 		t.Error("Open of a damaged file succeeded")
 	}
 }
+
+// TestNewTokenWorksAtOnce: a token created just after the store looked at
+// its file is found by the next lookup, not a CheckInterval later.
+func TestNewTokenWorksAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), File)
+	s, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.interval = time.Hour // no periodic look at the file during the test
+	if _, ok := s.Lookup("trail_nothing"); ok {
+		t.Fatal("lookup in an empty store succeeded")
+	}
+	secret, err := Create(path, "ci-bot", tlsconf.RoleWriter, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, ok := s.Lookup(secret); !ok || id.Name != "ci-bot" {
+		t.Fatalf("Lookup of a token created a moment ago = %+v, %v; want ci-bot", id, ok)
+	}
+}
