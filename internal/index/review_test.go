@@ -374,7 +374,19 @@ func TestReviewCrashes(t *testing.T) {
 	ix.Start()
 	for i := 0; i < total; i += 100 {
 		appendLeaves(t, l, leaves[i:i+100])
-		time.Sleep(2 * time.Millisecond)
+		if i < 1000 {
+			// Let the follower keep pace, so that the manifest is written
+			// at least ten times however loaded the machine is; the last
+			// appends it is still indexing when Close comes.
+			if !ix.WaitFor(t.Context(), int64(i+100), 10*time.Second) {
+				t.Fatalf("the index did not reach %d entries in 10 s", i+100)
+			}
+			// At least one manifest write per 100 entries, wherever the
+			// background flusher's own writes fall.
+			if err := ix.flush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	// Close while the follower indexes: it flushes what is in memory.
 	if err := ix.Close(); err != nil {
