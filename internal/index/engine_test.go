@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -58,6 +57,15 @@ func appendLeaves(t *testing.T, l *ledger.Log, leaves [][]byte) {
 	}
 }
 
+// taggedLeaves returns n leaves made by taggedLeaf.
+func (g *gen) taggedLeaves(n int) [][]byte {
+	leaves := make([][]byte, n)
+	for i := range leaves {
+		leaves[i] = g.taggedLeaf()
+	}
+	return leaves
+}
+
 // taggedLeaf is a gen leaf with a tag of 200 ("t000" to "t199"): a
 // prefix such as t0* expands to many terms.
 func (g *gen) taggedLeaf() []byte {
@@ -81,11 +89,8 @@ func TestTextAgainstBruteForce(t *testing.T) {
 	tune(t, func(ix *Index) { ix.flushEntries, ix.quiet = 1<<30, time.Hour })
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(5, 6)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
-	leaves := make([][]byte, 2500)
-	for i := range leaves {
-		leaves[i] = g.taggedLeaf()
-	}
+	g := newGen(5, 6)
+	leaves := g.taggedLeaves(2500)
 	leaves = append(leaves, []byte(`{"not":"an envelope","quartz":"quartz"}`))
 	appendLeaves(t, l, leaves)
 	ix, err := Open(t.Context(), Options{Dir: t.TempDir(), Source: l, Batch: 300})
@@ -160,11 +165,8 @@ func TestMerges(t *testing.T) {
 	})
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(7, 8)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
-	leaves := make([][]byte, 3000)
-	for i := range leaves {
-		leaves[i] = g.taggedLeaf()
-	}
+	g := newGen(7, 8)
+	leaves := g.taggedLeaves(3000)
 	appendLeaves(t, l, leaves)
 	dir := t.TempDir()
 	ix, err := Open(t.Context(), Options{Dir: dir, Source: l, Batch: 100})
@@ -292,7 +294,7 @@ func TestLocate(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, dir)
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(9, 10)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	g := newGen(9, 10)
 	var leaves [][]byte
 	for i := range 1000 {
 		leaf := g.leaf()
@@ -515,7 +517,7 @@ func FuzzSegment(f *testing.F) {
 // those of client.DocOf's document (whose fast path is checked against
 // encoding/json by the client's FuzzFastDocOf).
 func FuzzAddFields(f *testing.F) {
-	g := &gen{rng: rand.New(rand.NewPCG(11, 12)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	g := newGen(11, 12)
 	for i := range 20 {
 		f.Add(g.leaf())
 		f.Add(g.taggedLeaf())
@@ -555,7 +557,7 @@ func FuzzAddFields(f *testing.F) {
 // server writes, not only leaves them to DocOf, and indexes the terms of
 // DocOf's document.
 func TestDocOfReadsEnvelopes(t *testing.T) {
-	g := &gen{rng: rand.New(rand.NewPCG(13, 14)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	g := newGen(13, 14)
 	for i := range 2000 {
 		leaf := g.leaf()
 		if i%2 == 0 {
@@ -582,7 +584,7 @@ func TestDocOfReadsEnvelopes(t *testing.T) {
 func TestCloseStopsGoroutines(t *testing.T) {
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(15, 16)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	g := newGen(15, 16)
 	leaves := make([][]byte, 600)
 	for i := range leaves {
 		leaves[i] = g.leaf()

@@ -54,6 +54,12 @@ type gen struct {
 	base time.Time
 }
 
+// newGen returns a generator seeded with a and b, its events from
+// 2026-11-01 on.
+func newGen(a, b uint64) *gen {
+	return &gen{rng: rand.New(rand.NewPCG(a, b)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+}
+
 var (
 	genActors  = []string{"alice", "bob", "carol", "dave", "system:serviceaccount:kube-system:ctrl"}
 	genActions = []string{"user.login", "secret.read", "namespace.delete", "pod.exec"}
@@ -193,7 +199,7 @@ func bruteForce(t *testing.T, entries []decoded, q client.SearchQuery) []int64 {
 func TestSearchAgreesWithBruteForce(t *testing.T) {
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(1, 2)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	g := newGen(1, 2)
 	leaves := make([][]byte, 3000)
 	for i := range leaves {
 		leaves[i] = g.leaf()
@@ -261,7 +267,7 @@ func TestSearchAgreesWithBruteForce(t *testing.T) {
 func TestCatchUpAfterCrash(t *testing.T) {
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(3, 4)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	g := newGen(3, 4)
 	var leaves [][]byte
 	for range 1000 {
 		leaves = append(leaves, g.leaf())

@@ -175,7 +175,7 @@ func TestReviewConcurrent(t *testing.T) {
 	tune(t, func(ix *Index) { ix.flushEntries, ix.mergeFactor, ix.quiet = 150, 2, 20*time.Millisecond })
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(21, 22)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	g := newGen(21, 22)
 	const total = 3000
 	leaves := make([][]byte, total)
 	for i := range leaves {
@@ -357,7 +357,7 @@ func TestReviewCrashes(t *testing.T) {
 	})
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(31, 32)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	g := newGen(31, 32)
 	const total = 1500
 	leaves := make([][]byte, total)
 	for i := range leaves {
@@ -431,7 +431,7 @@ func TestReviewCrashes(t *testing.T) {
 func TestReviewCloseDuringCatchUp(t *testing.T) {
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(41, 42)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	g := newGen(41, 42)
 	leaves := make([][]byte, 4000)
 	for i := range leaves {
 		leaves[i] = g.leaf()
@@ -607,11 +607,8 @@ func TestReviewDamage(t *testing.T) {
 	})
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(51, 52)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
-	leaves := make([][]byte, 600)
-	for i := range leaves {
-		leaves[i] = g.taggedLeaf()
-	}
+	g := newGen(51, 52)
+	leaves := g.taggedLeaves(600)
 	appendLeaves(t, l, leaves)
 	dir := t.TempDir()
 	ix, err := Open(t.Context(), Options{Dir: dir, Source: l, Batch: 100})
@@ -798,11 +795,8 @@ func TestReviewSearchDuringClose(t *testing.T) {
 	tune(t, func(ix *Index) { ix.flushEntries, ix.mergeFactor, ix.quiet = 60, 2, 5*time.Millisecond })
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(61, 62)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
-	leaves := make([][]byte, 1200)
-	for i := range leaves {
-		leaves[i] = g.taggedLeaf()
-	}
+	g := newGen(61, 62)
+	leaves := g.taggedLeaves(1200)
 	appendLeaves(t, l, leaves)
 	for round := range 3 {
 		dir := t.TempDir()
@@ -853,7 +847,7 @@ func TestReviewSearchDuringClose(t *testing.T) {
 func TestReviewOddTexts(t *testing.T) {
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(71, 72)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	g := newGen(71, 72)
 	leaves := make([][]byte, 700)
 	for i := range leaves {
 		leaves[i] = g.leaf()
@@ -975,11 +969,8 @@ func TestReviewFlushFails(t *testing.T) {
 	})
 	l := openLog(t, t.TempDir())
 	defer l.Close()
-	g := &gen{rng: rand.New(rand.NewPCG(91, 92)), base: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
-	leaves := make([][]byte, 500)
-	for i := range leaves {
-		leaves[i] = g.taggedLeaf()
-	}
+	g := newGen(91, 92)
+	leaves := g.taggedLeaves(500)
 	dir := t.TempDir()
 	ix, err := Open(t.Context(), Options{Dir: dir, Source: l, Batch: 50, Poll: time.Millisecond})
 	if err != nil {
