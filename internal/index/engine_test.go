@@ -57,6 +57,19 @@ func appendLeaves(t *testing.T, l *ledger.Log, leaves [][]byte) {
 	}
 }
 
+// writeFiles indexes entries [0, total) into files of step entries each.
+func writeFiles(t *testing.T, ix *Index, step, total int64) {
+	t.Helper()
+	for end := step; end <= total; end += step {
+		if err := ix.catchUpTo(t.Context(), end); err != nil {
+			t.Fatal(err)
+		}
+		if err := ix.flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // taggedLeaves returns n leaves made by taggedLeaf.
 func (g *gen) taggedLeaves(n int) [][]byte {
 	leaves := make([][]byte, n)
@@ -174,14 +187,7 @@ func TestMerges(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Index and flush batch by batch: 15 files of 200 entries.
-	for end := int64(200); end <= 3000; end += 200 {
-		if err := ix.catchUpTo(t.Context(), end); err != nil {
-			t.Fatal(err)
-		}
-		if err := ix.flush(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, ix, 200, 3000)
 	entries := decodeAll(t, leaves)
 	var queries []client.SearchQuery
 	var want [][]int64

@@ -615,14 +615,7 @@ func TestReviewDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for end := int64(200); end <= 600; end += 200 {
-		if err := ix.catchUpTo(t.Context(), end); err != nil {
-			t.Fatal(err)
-		}
-		if err := ix.flush(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, ix, 200, 600)
 	if err := ix.Close(); err != nil {
 		t.Fatal(err)
 	}

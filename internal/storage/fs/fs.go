@@ -632,15 +632,23 @@ func hashBytes(h []tlog.Hash) []byte {
 
 // readBundle returns the stored bytes of bundle n, sealed or staged.
 func (s *FS) readBundle(n int64) ([]byte, error) {
-	b, err := os.ReadFile(s.tilePath(c2sp.EntriesLevel, n))
-	if errors.Is(err, fs.ErrNotExist) {
-		b, err = os.ReadFile(s.stagePath("entries", n))
-		if errors.Is(err, fs.ErrNotExist) {
-			// Sealed between the two reads.
-			b, err = os.ReadFile(s.tilePath(c2sp.EntriesLevel, n))
-		}
-	}
+	b, _, err := sealedOrStaged(s.tilePath(c2sp.EntriesLevel, n), s.stagePath("entries", n), os.ReadFile)
 	return b, err
+}
+
+// sealedOrStaged reads a bundle or level-0 tile with read: from its sealed
+// file, else from its staging file, else from the sealed file again (it
+// was sealed between the two reads). It returns the path it read.
+func sealedOrStaged[T any](sealed, staged string, read func(path string) (T, error)) (T, string, error) {
+	v, err := read(sealed)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return v, sealed, err
+	}
+	if v, err = read(staged); !errors.Is(err, fs.ErrNotExist) {
+		return v, staged, err
+	}
+	v, err = read(sealed)
+	return v, sealed, err
 }
 
 // ReadEntries implements storage.Backend.
@@ -678,14 +686,8 @@ func (s *FS) ReadEntryAt(ctx context.Context, index, off int64, n int) ([]byte, 
 	}
 	bundle := index / c2sp.TileWidth
 	b := make([]byte, n)
-	got, err := readAt(s.tilePath(c2sp.EntriesLevel, bundle), b, off)
-	if errors.Is(err, fs.ErrNotExist) {
-		got, err = readAt(s.stagePath("entries", bundle), b, off)
-		if errors.Is(err, fs.ErrNotExist) {
-			// Sealed between the two reads.
-			got, err = readAt(s.tilePath(c2sp.EntriesLevel, bundle), b, off)
-		}
-	}
+	got, _, err := sealedOrStaged(s.tilePath(c2sp.EntriesLevel, bundle), s.stagePath("entries", bundle),
+		func(path string) (int, error) { return readAt(path, b, off) })
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("couldn't read bundle %d: %w", bundle, err)
@@ -729,13 +731,16 @@ func (s *FS) ReadTile(ctx context.Context, level int, n int64) ([]tlog.Hash, err
 		got, err := readAt(path, buf[:], 0)
 		return buf[:got], err
 	}
-	b, err := read(s.tilePath(level, n))
-	if errors.Is(err, fs.ErrNotExist) && level == 0 {
-		b, err = read(s.stagePath("hashes", n))
-		if errors.Is(err, fs.ErrNotExist) {
-			b, err = read(s.tilePath(level, n))
+	var b []byte
+	var err error
+	if level == 0 {
+		var from string
+		staged := s.stagePath("hashes", n)
+		if b, from, err = sealedOrStaged(s.tilePath(level, n), staged, read); from == staged {
+			b = b[:len(b)/tlog.HashSize*tlog.HashSize] // a write may be in flight
 		}
-		b = b[:len(b)/tlog.HashSize*tlog.HashSize] // a write may be in flight
+	} else {
+		b, err = read(s.tilePath(level, n))
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("tile %d/%d: %w", level, n, storage.ErrNotFound)
