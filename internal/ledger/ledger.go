@@ -301,9 +301,10 @@ func (l *Log) commitLoop() {
 
 // written is a batch whose entries were written but are not yet durable.
 type written struct {
-	reqs []*request
-	snap edge  // the tree once the batch is durable
-	err  error // why the batch was not written
+	reqs      []*request
+	snap      edge       // the tree once the batch is durable
+	interiors []interior // of the level-0 tiles the batch completes
+	err       error      // why the batch was not written
 }
 
 // commit writes a batch to storage and hands it to syncLoop. Writing the next
@@ -320,14 +321,15 @@ func (l *Log) commit(batch []*request, n int) {
 		b.Entries = append(b.Entries, r.entries...)
 		b.Hashes = append(b.Hashes, r.hashes...)
 	}
+	var interiors []interior
 	for _, h := range b.Hashes {
-		l.w.push(h, &b.Tiles)
+		l.w.push(h, &b.Tiles, &interiors)
 	}
 	if err := l.store.Write(context.Background(), b); err != nil {
 		l.writes <- written{reqs: reqs, err: l.fail(err)}
 		return
 	}
-	l.writes <- written{reqs: reqs, snap: l.w.snapshot()}
+	l.writes <- written{reqs: reqs, snap: l.w.snapshot(), interiors: interiors}
 }
 
 // syncLoop makes written batches durable, as many per sync as were written
@@ -382,6 +384,20 @@ func (l *Log) syncAndAck(ws []written) {
 			ack(w.reqs, w.err)
 		} else {
 			ack(w.reqs, err)
+		}
+	}
+	// The interiors are derived: written after the acknowledgements, never
+	// synced, checked when read (see leafTile).
+	if is, ok := l.store.(storage.InteriorStore); ok && err == nil {
+		for _, w := range ws {
+			if w.err != nil {
+				continue
+			}
+			for _, in := range w.interiors {
+				if err := is.WriteInterior(in.n, in.hashes); err != nil {
+					l.logger.Warn("couldn't store a tile's interior hashes (derived; proofs only take longer)", "tile", in.n, "err", err)
+				}
+			}
 		}
 	}
 }

@@ -64,11 +64,23 @@ func (l *Log) ReadEntryAt(ctx context.Context, index, off int64, n int) ([]byte,
 	if !ok {
 		return nil, ErrMisplaced
 	}
+	// The entry and its leaf hash (a tile) are read at once: each may have
+	// to come from the disk.
+	type read struct {
+		leaf []byte
+		err  error
+	}
+	got := make(chan read, 1)
+	go func() {
+		leaf, err := ra.ReadEntryAt(ctx, index, off, n)
+		got <- read{leaf, err}
+	}()
 	want, err := l.LeafHash(ctx, index)
+	r := <-got
 	if err != nil {
 		return nil, err
 	}
-	leaf, err := ra.ReadEntryAt(ctx, index, off, n)
+	leaf, err := r.leaf, r.err
 	if errors.Is(err, storage.ErrNotFound) || err == nil && tlog.RecordHash(leaf) != want {
 		return nil, fmt.Errorf("entry %d at %d+%d: %w", index, off, n, ErrMisplaced)
 	}

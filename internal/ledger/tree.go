@@ -30,8 +30,9 @@ func (e *edge) snapshot() edge {
 }
 
 // push adds one leaf hash, collecting the full tiles of level 1 and above
-// that it completes into tiles.
-func (e *edge) push(h tlog.Hash, tiles *[]storage.Tile) {
+// that it completes into tiles, and the interior (see interiorOf) of the
+// level-0 tile it completes into interiors.
+func (e *edge) push(h tlog.Hash, tiles *[]storage.Tile, interiors *[]interior) {
 	e.size++
 	for level := 0; ; level++ {
 		if len(e.levels) <= level {
@@ -42,13 +43,35 @@ func (e *edge) push(h tlog.Hash, tiles *[]storage.Tile) {
 			return
 		}
 		full := e.levels[level]
-		if level > 0 {
-			n := (e.size>>(c2sp.TileHeight*level))/c2sp.TileWidth - 1
-			*tiles = append(*tiles, storage.Tile{Level: level, N: n, Hashes: full})
-		}
+		n := (e.size>>(c2sp.TileHeight*level))/c2sp.TileWidth - 1
 		e.levels[level] = make([]tlog.Hash, 0, c2sp.TileWidth)
-		h = subtreeHash(full)
+		if level > 0 {
+			*tiles = append(*tiles, storage.Tile{Level: level, N: n, Hashes: full})
+			h = subtreeHash(full)
+			continue
+		}
+		// The tile's root costs the same 255 hashes either way.
+		in := interiorOf(full)
+		*interiors = append(*interiors, interior{n: n, hashes: in})
+		h = subtreeHash(in)
 	}
+}
+
+// interior is the interior of full level-0 tile n (see interiorOf).
+type interior struct {
+	n      int64
+	hashes []tlog.Hash
+}
+
+// interiorOf returns the storage.InteriorWidth hashes of height 4 of a full
+// level-0 tile, each the root of 16 leaves.
+func interiorOf(leaves []tlog.Hash) []tlog.Hash {
+	const group = c2sp.TileWidth / storage.InteriorWidth
+	hs := make([]tlog.Hash, storage.InteriorWidth)
+	for g := range hs {
+		hs[g] = subtreeHash(leaves[g*group : (g+1)*group])
+	}
+	return hs
 }
 
 // partials returns the partial tiles of every level at the edge's size: what a
@@ -86,22 +109,86 @@ func subtreeHash(hs []tlog.Hash) tlog.Hash {
 // hashes of Merkle level 8·L+k, so nodes[0] is the tile itself and nodes[8][0]
 // its root. Proofs ask for interior hashes constantly; computing them once
 // per tile read makes a proof about 20 times cheaper.
-type tileNodes [c2sp.TileHeight + 1][]tlog.Hash
-
-func newTileNodes(t []tlog.Hash) *tileNodes {
-	var nodes tileNodes
-	nodes[0] = t
-	for k := 1; k <= c2sp.TileHeight; k++ {
-		below := nodes[k-1]
-		nodes[k] = make([]tlog.Hash, len(below)/2)
-		for i := range nodes[k] {
-			nodes[k][i] = tlog.NodeHash(below[2*i], below[2*i+1])
-		}
-	}
-	return &nodes
+//
+// A level-0 tile whose stored interior (storage.InteriorStore) checked out
+// is built from it: heights 4 to 8 at once (15 hashes), heights 1 to 3 one
+// group of 16 leaves at a time, when a proof first needs them (15 hashes,
+// checked against the group's stored root). A proof then costs about 30
+// hashes of its level-0 tile instead of 255.
+type tileNodes struct {
+	nodes [c2sp.TileHeight + 1][]tlog.Hash
+	where string // the tile, for errors
+	lazy  bool   // heights 1-3 are filled by group
+	once  [storage.InteriorWidth]sync.Once
+	err   [storage.InteriorWidth]error
 }
 
-func (t *tileNodes) root() tlog.Hash { return t[c2sp.TileHeight][0] }
+func newTileNodes(t []tlog.Hash) *tileNodes {
+	nodes := &tileNodes{}
+	nodes.nodes[0] = t
+	nodes.up(1)
+	return nodes
+}
+
+// up fills the heights from k up to 8, each from the one below.
+func (t *tileNodes) up(k int) {
+	for ; k <= c2sp.TileHeight; k++ {
+		below := t.nodes[k-1]
+		t.nodes[k] = make([]tlog.Hash, len(below)/2)
+		for i := range t.nodes[k] {
+			t.nodes[k][i] = tlog.NodeHash(below[2*i], below[2*i+1])
+		}
+	}
+}
+
+// interiorHeight is the height of the hashes an InteriorStore keeps.
+const interiorHeight = 4
+
+// newTileNodesFrom builds level-0 tile t from its stored interior, which
+// the caller has checked against the tile's root in the tree.
+func newTileNodesFrom(t, in []tlog.Hash, where string) *tileNodes {
+	nodes := &tileNodes{lazy: true, where: where}
+	nodes.nodes[0] = t
+	for k := 1; k < interiorHeight; k++ {
+		nodes.nodes[k] = make([]tlog.Hash, c2sp.TileWidth>>k)
+	}
+	nodes.nodes[interiorHeight] = in
+	nodes.up(interiorHeight + 1)
+	return nodes
+}
+
+// hash returns the k-th hash of height sub in the tile.
+func (t *tileNodes) hash(sub int, k int64) (tlog.Hash, error) {
+	if t.lazy && sub > 0 && sub < interiorHeight {
+		g := (k << sub) >> interiorHeight
+		t.once[g].Do(func() { t.err[g] = t.fill(int(g)) })
+		if t.err[g] != nil {
+			return tlog.Hash{}, t.err[g]
+		}
+	}
+	return t.nodes[sub][k], nil
+}
+
+// fill computes heights 1 to 3 over group g of 16 leaves and checks that
+// they hash to the group's stored root. The stored interior hashes to the
+// tree's root, so a mismatch means the tile's leaf hashes are damaged.
+func (t *tileNodes) fill(g int) error {
+	for k := 1; k < interiorHeight; k++ {
+		w := c2sp.TileWidth >> interiorHeight >> k // hashes of height k per group
+		below, here := t.nodes[k-1], t.nodes[k]
+		for i := g * w; i < (g+1)*w; i++ {
+			here[i] = tlog.NodeHash(below[2*i], below[2*i+1])
+		}
+	}
+	top := t.nodes[interiorHeight-1]
+	if tlog.NodeHash(top[2*g], top[2*g+1]) != t.nodes[interiorHeight][g] {
+		const group = c2sp.TileWidth / storage.InteriorWidth
+		return &storage.CorruptionError{Where: t.where, What: fmt.Sprintf("hashes %d to %d do not hash to the tree's", g*group, (g+1)*group-1)}
+	}
+	return nil
+}
+
+func (t *tileNodes) root() tlog.Hash { return t.nodes[c2sp.TileHeight][0] }
 
 // tileCache keeps recently read full tiles; they never change.
 type tileCache struct {
@@ -168,6 +255,16 @@ func (l *Log) fullTile(ctx context.Context, level int, n int64) (*tileNodes, err
 	if t, ok := l.tiles.get(level, n); ok {
 		return t, nil
 	}
+	t, err := l.readFullTile(ctx, level, n)
+	if err != nil {
+		return nil, err
+	}
+	nodes := newTileNodes(t)
+	l.tiles.put(level, n, nodes)
+	return nodes, nil
+}
+
+func (l *Log) readFullTile(ctx context.Context, level int, n int64) ([]tlog.Hash, error) {
 	t, err := l.store.ReadTile(ctx, level, n)
 	if err != nil {
 		return nil, fmt.Errorf("couldn't read tile %d/%d: %w", level, n, err)
@@ -178,8 +275,42 @@ func (l *Log) fullTile(ctx context.Context, level int, n int64) (*tileNodes, err
 			What:  fmt.Sprintf("holds %d hashes, want %d", len(t), c2sp.TileWidth),
 		}
 	}
-	nodes := newTileNodes(t)
-	l.tiles.put(level, n, nodes)
+	return t, nil
+}
+
+// leafTile returns full level-0 tile n, built from its stored interior
+// when that hashes to the tile's root in the snapshot's tree. Otherwise
+// the interior is computed and, if it hashes to the root, stored for the
+// next time (it is missing after a crash, or in a log written before it
+// was kept).
+func (l *Log) leafTile(ctx context.Context, snap edge, n int64) (*tileNodes, error) {
+	if t, ok := l.tiles.get(0, n); ok {
+		return t, nil
+	}
+	is, ok := l.store.(storage.InteriorStore)
+	if !ok {
+		return l.fullTile(ctx, 0, n)
+	}
+	leaves, err := l.readFullTile(ctx, 0, n)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := l.hashReader(ctx, snap)([]int64{tlog.StoredHashIndex(c2sp.TileHeight, n)})
+	if err != nil {
+		return nil, err
+	}
+	var nodes *tileNodes
+	if in, err := is.ReadInterior(n); err == nil && subtreeHash(in) == rs[0] {
+		nodes = newTileNodesFrom(leaves, in, c2sp.Tile{Level: 0, N: n, Width: c2sp.TileWidth}.Path())
+	} else {
+		nodes = newTileNodes(leaves)
+		if nodes.root() == rs[0] {
+			if err := is.WriteInterior(n, nodes.nodes[interiorHeight]); err != nil {
+				l.logger.Warn("couldn't store a tile's interior hashes (derived; proofs only take longer)", "tile", n, "err", err)
+			}
+		}
+	}
+	l.tiles.put(0, n, nodes)
 	return nodes, nil
 }
 
@@ -194,11 +325,19 @@ func (l *Log) hashReader(ctx context.Context, snap edge) tlog.HashReaderFunc {
 			lo := k << sub
 			n, off, cnt := lo/c2sp.TileWidth, int(lo%c2sp.TileWidth), 1<<sub
 			if n != (snap.size>>(c2sp.TileHeight*tl))/c2sp.TileWidth {
-				t, err := l.fullTile(ctx, tl, n)
+				var t *tileNodes
+				var err error
+				if tl == 0 {
+					t, err = l.leafTile(ctx, snap, n)
+				} else {
+					t, err = l.fullTile(ctx, tl, n)
+				}
 				if err != nil {
 					return nil, err
 				}
-				out[i] = t[sub][off>>sub]
+				if out[i], err = t.hash(sub, int64(off>>sub)); err != nil {
+					return nil, err
+				}
 				continue
 			}
 			var hs []tlog.Hash // the edge: its tile is not full

@@ -101,6 +101,23 @@ type EntryAtReader interface {
 	ReadEntryAt(ctx context.Context, index, off int64, n int) ([]byte, error)
 }
 
+// InteriorWidth is the number of hashes an InteriorStore keeps for each
+// full level-0 tile: those of height 4, each the root of 16 leaves.
+const InteriorWidth = 16
+
+// InteriorStore is implemented by backends that keep, beside each full
+// level-0 tile, a derived copy of its interior hashes of height 4. With
+// them an inclusion proof hashes about 30 nodes of its level-0 tile
+// instead of all 255. The copy is neither durable nor trusted: the log
+// writes it after the tile is durable, uses it only when it hashes to the
+// tile's root in the tree, and writes it again when it is missing or wrong.
+type InteriorStore interface {
+	// WriteInterior stores the InteriorWidth hashes of full level-0 tile n.
+	WriteInterior(n int64, hs []tlog.Hash) error
+	// ReadInterior returns the hashes stored for tile n, or ErrNotFound.
+	ReadInterior(n int64) ([]tlog.Hash, error)
+}
+
 // CorruptionError reports stored data that does not match what was
 // acknowledged or signed: bit rot, or tampering. It is never repaired
 // silently.

@@ -10,6 +10,7 @@
 //	state/staging/entries-<N>      the bundle being filled, appended in place
 //	state/staging/hashes-<N>       its leaf hashes: the level-0 tile being filled
 //	state/checkpoints              every signed checkpoint, append-only
+//	state/interior                 derived: each full level-0 tile's hashes of height 4
 //	state/lock                     held while a process has the log open
 //
 // Entry data is written once. Write appends a batch's entries and leaf
@@ -32,6 +33,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"math"
@@ -79,6 +81,10 @@ type FS struct {
 	cpMu   sync.Mutex
 	hist   *os.File
 	closed atomic.Bool
+
+	// interior holds storage.InteriorWidth hashes per full level-0 tile,
+	// at n·512 (see storage.InteriorStore); never synced.
+	interior *os.File
 
 	// Staging files are created ahead of need by a goroutine: creating a
 	// file costs more than writing and syncing a bundle's worth of data.
@@ -158,6 +164,9 @@ func Open(root string, logger *slog.Logger) (*FS, error) {
 		return nil, err
 	}
 	if err := s.openHistory(); err != nil {
+		return nil, err
+	}
+	if s.interior, err = os.OpenFile(filepath.Join(root, "state", "interior"), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -723,6 +732,32 @@ func readAt(path string, b []byte, off int64) (int, error) {
 	return n, nil
 }
 
+const interiorBytes = storage.InteriorWidth * tlog.HashSize
+
+// WriteInterior implements storage.InteriorStore.
+func (s *FS) WriteInterior(n int64, hs []tlog.Hash) error {
+	if len(hs) != storage.InteriorWidth || n < 0 {
+		return fmt.Errorf("interior of tile %d: %d hashes, want %d", n, len(hs), storage.InteriorWidth)
+	}
+	_, err := s.interior.WriteAt(hashBytes(hs), n*interiorBytes)
+	return err
+}
+
+// ReadInterior implements storage.InteriorStore. A record never written
+// reads as zeros (a hole, or past the end of the file): not found.
+func (s *FS) ReadInterior(n int64) ([]tlog.Hash, error) {
+	hs := make([]tlog.Hash, storage.InteriorWidth)
+	b := hashBytes(hs)
+	got, err := s.interior.ReadAt(b, n*interiorBytes)
+	if got < len(b) && (err == nil || errors.Is(err, io.EOF)) || hs[0] == (tlog.Hash{}) {
+		return nil, storage.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return hs, nil
+}
+
 // ReadTile implements storage.Backend.
 func (s *FS) ReadTile(ctx context.Context, level int, n int64) ([]tlog.Hash, error) {
 	// One byte more than a tile, to see a file that is too long.
@@ -910,7 +945,7 @@ func (s *FS) Close() error {
 	if s.cur != nil {
 		s.closeStaged(s.cur)
 	}
-	for _, f := range []*os.File{s.hist, s.stgSync, s.lock} {
+	for _, f := range []*os.File{s.hist, s.stgSync, s.interior, s.lock} {
 		if f != nil {
 			f.Close()
 		}
