@@ -17,7 +17,7 @@ import (
 	"github.com/trailaudit/trail/internal/bench"
 )
 
-const benchHelp = `Usage: trail bench [-n N] [-batch B] [-c C] [-data DIR] [-sweep RATE] [-json] [-cpuprofile FILE]
+const benchHelp = `Usage: trail bench [-n N] [-batch B] [-c C] [-data DIR] [-events KIND] [-sweep RATE] [-json] [-cpuprofile FILE]
        trail bench -server URL [-n N] [-batch B] [-c C] [-conns K] [-warmup D] [-json]
                    [-cpuprofile FILE] [connection flags]
 
@@ -26,6 +26,12 @@ synthetic audit events of about 500 bytes to a new log, B entries per call
 from C goroutines, and prints entries per second, the latency of one call
 (p50, p99, p99.9), the time of one bare write+fsync on the same disk
 measured in the same run, and the bytes stored on disk per entry.
+
+With -events search, the events are those the search figures of
+docs/search.md are measured on: 10,000 actors, received evenly over N /
+1,000,000 days (at least one), each with words no other event has. They are
+made during the run, so the rate includes making them; with -c 1 the log is
+the same from run to run.
 
 With -sweep, trail serve's self-verification sweep (docs/tamper.md) runs
 over and over while the entries are appended, reading at most RATE bytes
@@ -59,6 +65,7 @@ Examples:
   trail bench -n 1000000 -batch 1000
   trail bench -n 300000 -batch 1 -c 64
   trail bench -n 1000000 -batch 1000 -sweep -1
+  trail bench -n 10000000 -batch 1000 -events search -data /var/tmp/search10m
   trail bench -n 5000 -batch 1 -c 1 -json
   trail bench -server https://127.0.0.1:8443 -n 1000000 -batch 1000 -c 4
   trail bench -server https://127.0.0.1:8443 -n 200000 -batch 1 -c 64
@@ -76,6 +83,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Batch, "batch", 1000, "entries per append call (per request with -server)")
 	fs.IntVar(&cfg.Concurrency, "c", 1, "goroutines appending concurrently (clients with -server)")
 	fs.StringVar(&cfg.Dir, "data", "", "make the log in `directory` (new or empty) and keep it; with -server, the server's data directory (default $TRAIL_DATA or ./trail-data)")
+	fs.StringVar(&cfg.Events, "events", "audit", "the `kind` of events: audit, or search (10,000 actors over N/1,000,000 days, made during the run: the log the search figures are measured on)")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	fs.Int64Var(&cfg.SweepRate, "sweep", 0, "run the self-verification sweep during the appends at `RATE` bytes/s (-1 unbounded)")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the append phase to `file` (of this process only, with -server)")

@@ -3,8 +3,9 @@
 // network in the way, and reports throughput, latency, the cost of one bare
 // write+fsync on the same disk, and the bytes stored per entry.
 //
-// The events are generated before the clock starts, so the generator does not
-// compete with the engine for the CPU. The storage is wrapped to time each
+// The audit events are generated before the clock starts, so the generator
+// does not compete with the engine for the CPU. (The search events, made to
+// measure the search, are generated during the run.) The storage is wrapped to time each
 // group commit, which splits an Append's latency into the storage's part
 // and the ledger's.
 //
@@ -61,6 +62,12 @@ type Config struct {
 	FsyncSamples int
 	// CPUProfile, if set, receives a CPU profile of the append phase only.
 	CPUProfile io.Writer
+	// Events is the kind of events: "audit" (the default; see Events),
+	// generated before the clock starts, or "search" (see SearchEvent),
+	// the events the search figures are measured on, generated batch by
+	// batch during the run (the rate includes making them; with C = 1 the
+	// log is the same from run to run).
+	Events string
 	// SweepRate, if not zero, runs trail serve's self-verification sweep
 	// (selfcheck.Sweep) over and over during the append phase, reading at
 	// most SweepRate bytes per second (negative: unbounded), to measure
@@ -78,6 +85,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-batch must be at least 1, not %d", c.Batch)
 	case c.Concurrency < 1:
 		return fmt.Errorf("-c must be at least 1, not %d", c.Concurrency)
+	case c.Events != "" && c.Events != "audit" && c.Events != "search":
+		return fmt.Errorf(`-events must be "audit" or "search", not %q`, c.Events)
 	case c.FsyncSamples < 0:
 		return fmt.Errorf("FsyncSamples must not be negative, not %d", c.FsyncSamples)
 	}
@@ -186,19 +195,50 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	defer func() { err = errors.Join(err, cleanup()) }()
 	res = &Result{N: cfg.N, Batch: cfg.Batch, Concurrency: cfg.Concurrency, Dir: dir, DirKept: cfg.Dir != ""}
 
-	distinct := Events(min(cfg.N, maxDistinct), 1)
-	entries := distinct
-	if cfg.N > len(distinct) {
-		entries = make([][]byte, cfg.N)
-		for i := range entries {
-			entries[i] = distinct[i%len(distinct)]
+	var batchOf func(lo, hi int, buf []byte) ([][]byte, []byte)
+	var generated atomic.Int64 // bytes of the search events made
+	if cfg.Events == "search" {
+		days := SearchDays(int64(cfg.N))
+		batchOf = func(lo, hi int, _ []byte) ([][]byte, []byte) {
+			// A new buffer each time: the log may hold on to a batch's
+			// entries until it is durable and acknowledged.
+			buf := make([]byte, 0, (hi-lo)*560)
+			ends := make([]int, 0, hi-lo)
+			for i := lo; i < hi; i++ {
+				buf, _ = SearchEvent(buf, int64(i), int64(cfg.N), days)
+				ends = append(ends, len(buf))
+			}
+			batch := make([][]byte, len(ends))
+			start := 0
+			for k, end := range ends {
+				batch[k] = buf[start:end:end]
+				start = end
+			}
+			generated.Add(int64(len(buf)))
+			return batch, buf
 		}
+		var sample []byte
+		for i := range min(cfg.N, 10_000) {
+			sample, _ = SearchEvent(sample[:0], int64(i), int64(cfg.N), days)
+			res.EntryBytes += float64(len(sample))
+		}
+		res.EntryBytes /= float64(min(cfg.N, 10_000)) // until the run has made them all
+	} else {
+		distinct := Events(min(cfg.N, maxDistinct), 1)
+		entries := distinct
+		if cfg.N > len(distinct) {
+			entries = make([][]byte, cfg.N)
+			for i := range entries {
+				entries[i] = distinct[i%len(distinct)]
+			}
+		}
+		var total int64
+		for _, e := range entries {
+			total += int64(len(e))
+		}
+		res.EntryBytes = float64(total) / float64(cfg.N)
+		batchOf = func(lo, hi int, buf []byte) ([][]byte, []byte) { return entries[lo:hi], buf }
 	}
-	var total int64
-	for _, e := range entries {
-		total += int64(len(e))
-	}
-	res.EntryBytes = float64(total) / float64(cfg.N)
 
 	fsync, err := measureFsync(dir, int(res.EntryBytes), cfg.FsyncSamples)
 	if err != nil {
@@ -227,7 +267,10 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 	store.commits, store.entries, store.checkpoints, store.cpTime = nil, 0, 0, 0 // count the append phase only
 	store.mu.Unlock()
 	stopSweep := startSweeps(cfg.SweepRate, fstore, keys, res)
-	lat, err := appendAll(ctx, l, entries, cfg, res)
+	lat, err := appendAll(ctx, l, batchOf, cfg, res)
+	if cfg.Events == "search" && err == nil {
+		res.EntryBytes = float64(generated.Load()) / float64(cfg.N)
+	}
 	stopSweep()
 	store.report(res)
 	start = time.Now()
@@ -268,8 +311,8 @@ func Run(ctx context.Context, cfg Config) (res *Result, err error) {
 // appendAll appends entries in batches from cfg.Concurrency goroutines and
 // returns the latency of every Append call, in no particular order. It fills
 // in the append phase's time, CPU and allocation figures.
-func appendAll(ctx context.Context, l *ledger.Log, entries [][]byte, cfg Config, res *Result) ([]time.Duration, error) {
-	batches := (len(entries) + cfg.Batch - 1) / cfg.Batch
+func appendAll(ctx context.Context, l *ledger.Log, batchOf func(lo, hi int, buf []byte) ([][]byte, []byte), cfg Config, res *Result) ([]time.Duration, error) {
+	batches := (cfg.N + cfg.Batch - 1) / cfg.Batch
 	lat := make([]time.Duration, batches)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -286,12 +329,14 @@ func appendAll(ctx context.Context, l *ledger.Log, entries [][]byte, cfg Config,
 		wg.Go(func() {
 			ready.Done()
 			<-begin
+			var buf []byte
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= batches || ctx.Err() != nil {
 					return
 				}
-				batch := entries[i*cfg.Batch : min((i+1)*cfg.Batch, len(entries))]
+				var batch [][]byte
+				batch, buf = batchOf(i*cfg.Batch, min((i+1)*cfg.Batch, cfg.N), buf)
 				t := time.Now()
 				if _, err := l.Append(ctx, batch...); err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
@@ -334,7 +379,7 @@ func appendAll(ctx context.Context, l *ledger.Log, entries [][]byte, cfg Config,
 	res.Seconds = elapsed.Seconds()
 	res.CPUSeconds = cpu.Seconds()
 	res.CPUCores = cpu.Seconds() / elapsed.Seconds()
-	res.AllocBytesPerEntry = float64(after.TotalAlloc-before.TotalAlloc) / float64(len(entries))
+	res.AllocBytesPerEntry = float64(after.TotalAlloc-before.TotalAlloc) / float64(cfg.N)
 	res.GCCycles = after.NumGC - before.NumGC
 	return lat, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/trailaudit/trail/internal/bench"
 	"github.com/trailaudit/trail/internal/ledger"
+	"github.com/trailaudit/trail/internal/storage/fs"
 )
 
 func TestRunTemporary(t *testing.T) {
@@ -114,6 +115,7 @@ func TestValidate(t *testing.T) {
 		{bench.Config{N: 0, Batch: 1, Concurrency: 1}, "-n"},
 		{bench.Config{N: 1, Batch: 0, Concurrency: 1}, "-batch"},
 		{bench.Config{N: 1, Batch: 1, Concurrency: -2}, "-c"},
+		{bench.Config{N: 1, Batch: 1, Concurrency: 1, Events: "syslog"}, "-events"},
 	} {
 		err := tc.cfg.Validate()
 		if err == nil || !strings.HasPrefix(err.Error(), tc.flag+" ") {
@@ -142,5 +144,57 @@ func TestEvents(t *testing.T) {
 		if !bytes.Equal(events[i], again[i]) {
 			t.Fatalf("Events(2000, 1)[%d] differs between calls", i)
 		}
+	}
+}
+
+// TestSearchEvents checks that -events search appends exactly the events
+// SearchEvent makes, in order, and reports their mean size.
+func TestSearchEvents(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "log")
+	const n = 700
+	res, err := bench.Run(t.Context(), bench.Config{N: n, Batch: 64, Concurrency: 1, Dir: dir, FsyncSamples: 3, Events: "search"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := ledger.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := fs.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.Open(t.Context(), ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.Size() != n {
+		t.Fatalf("log holds %d entries, want %d", l.Size(), n)
+	}
+	got, err := l.ReadEntries(t.Context(), 0, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	ids := map[string]bool{}
+	for i, e := range got {
+		want, id := bench.SearchEvent(nil, int64(i), n, bench.SearchDays(n))
+		if !bytes.Equal(e, want) {
+			t.Fatalf("entry %d = %s, want %s", i, e, want)
+		}
+		if !json.Valid(e) || ids[id] {
+			t.Fatalf("entry %d: not JSON, or request id %s seen before", i, id)
+		}
+		ids[id] = true
+		total += len(e)
+	}
+	// The tiles' interior hashes are written as by trail serve: 512 bytes
+	// for each of the two full level-0 tiles.
+	if fi, err := os.Stat(filepath.Join(dir, "state", "interior")); err != nil || fi.Size() != 2*512 {
+		t.Errorf("state/interior: %v, %v; want 1024 bytes", fi, err)
+	}
+	if want := float64(total) / n; res.EntryBytes != want {
+		t.Errorf("entry_bytes = %v, want %v", res.EntryBytes, want)
 	}
 }

@@ -6,10 +6,15 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/trailaudit/trail/internal/storage"
 )
 
-var _ storage.Backend = (*timedStore)(nil)
+var (
+	_ storage.Backend       = (*timedStore)(nil)
+	_ storage.InteriorStore = (*timedStore)(nil)
+)
 
 // timedStore wraps the storage backend to time each group commit: how many
 // syncs there were, how many entries each made durable, and how long the
@@ -23,6 +28,22 @@ type timedStore struct {
 	unsynced    int64 // entries written since the last Sync
 	checkpoints int
 	cpTime      time.Duration
+}
+
+// WriteInterior and ReadInterior pass the tiles' derived interior hashes
+// through, so that the log is written as trail serve writes it.
+func (s *timedStore) WriteInterior(n int64, hs []tlog.Hash) error {
+	if is, ok := s.Backend.(storage.InteriorStore); ok {
+		return is.WriteInterior(n, hs)
+	}
+	return nil
+}
+
+func (s *timedStore) ReadInterior(n int64) ([]tlog.Hash, error) {
+	if is, ok := s.Backend.(storage.InteriorStore); ok {
+		return is.ReadInterior(n)
+	}
+	return nil, storage.ErrNotFound
 }
 
 func (s *timedStore) Write(ctx context.Context, b *storage.Batch) error {

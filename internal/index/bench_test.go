@@ -3,7 +3,6 @@ package index
 import (
 	"context"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/trailaudit/trail/client"
+	trailbench "github.com/trailaudit/trail/internal/bench"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/server"
 	"github.com/trailaudit/trail/internal/storage/fs"
@@ -43,7 +43,7 @@ import (
 // (GET /v1/events over TLS, with the audit append, 100 leaves read from
 // the log and 100 inclusion proofs, as the client sees it).
 
-const benchActors = 10_000
+const benchActors = trailbench.SearchActors
 
 // benchTemp are the temporary directories the benchmarks made, removed
 // when the test binary ends.
@@ -92,46 +92,12 @@ func benchSetup(b *testing.B) *benchData {
 	return bench
 }
 
-var (
-	benchActions = []string{"user.login", "user.logout", "invoice.create", "invoice.update", "document.read", "document.share",
-		"role.grant", "secret.read", "deployment.patch", "namespace.delete", "pod.exec", "apikey.create"}
-	benchRTypes  = []string{"user", "invoice", "document", "role", "secret", "deployment", "namespace", "pod", "apikey"}
-	benchSources = []string{"billing-api", "auth-gateway", "kube-apiserver", "rsyslog-relay-eu1", "ci-deployer"}
-	benchVias    = []string{"json", "json", "k8s", "syslog", "otlp"}
-	benchAgents  = []string{"Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0.0.0", "kubectl/v1.30.2 (linux/amd64) kubernetes/39683505", "Go-http-client/2.0", "python-requests/2.32.3"}
-	benchOut     = []string{"success", "success", "success", "success", "success", "failure", "unknown"}
-	benchReasons = []string{"denied by policy", "invalid credentials", "rate limited", "upstream timeout"}
-)
-
-var benchStart = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+var benchStart = trailbench.SearchStart
 
 // benchEvent appends synthetic event i (deterministic in i) and returns its
-// request id.
+// request id: trail bench -events search makes the same events.
 func benchEvent(b []byte, i int64, days int) ([]byte, string) {
-	rng := rand.New(rand.NewPCG(uint64(i), 0x5eed))
-	span := time.Duration(days) * 24 * time.Hour
-	at := benchStart.Add(time.Duration(float64(span) * float64(i) / float64(benchN())))
-	happened := at.Add(-time.Duration(rng.IntN(5_000_000_000)))
-	var raw [8]byte
-	for j := range raw {
-		raw[j] = byte(rng.Uint32())
-	}
-	reqID := hex.EncodeToString(raw[:])
-	pick := func(s []string) string { return s[rng.IntN(len(s))] }
-	rtype := pick(benchRTypes)
-	out := pick(benchOut)
-	b = append(b, `{"received":"`...)
-	b = at.AppendFormat(b, time.RFC3339Nano)
-	b = fmt.Appendf(b, `","source":"%s","via":"%s","event":{"time":"`, pick(benchSources), pick(benchVias))
-	b = happened.AppendFormat(b, time.RFC3339Nano)
-	b = fmt.Appendf(b, `","actor":{"id":"user-%05d","type":"user","ip":"10.%d.%d.%d","user_agent":"%s"},"action":"%s","resource":{"type":"%s","id":"%s-%06x"},"outcome":"%s"`,
-		rng.IntN(benchActors), rng.IntN(256), rng.IntN(256), rng.IntN(256), pick(benchAgents), pick(benchActions), rtype, rtype[:3], rng.IntN(1<<24), out)
-	if out != "success" {
-		b = fmt.Appendf(b, `,"reason":"%s"`, pick(benchReasons))
-	}
-	b = fmt.Appendf(b, `,"details":{"request_id":"%s","method":"%s","path":"/v1/%ss/%06x","status":%d,"bytes":%d,"trace":"%016x%016x"}}}`,
-		reqID, pick([]string{"GET", "POST", "PATCH", "DELETE"}), rtype, rng.IntN(1<<24), 200+rng.IntN(4)*100, rng.IntN(64000), rng.Uint64(), rng.Uint64())
-	return b, reqID
+	return trailbench.SearchEvent(b, i, benchN(), days)
 }
 
 func benchN() int64 {
@@ -145,7 +111,7 @@ func benchN() int64 {
 
 func makeBench() (*benchData, error) {
 	d := &benchData{n: benchN(), start: benchStart}
-	d.days = max(1, int(d.n/1_000_000))
+	d.days = trailbench.SearchDays(d.n)
 	d.dir = os.Getenv("TRAIL_INDEX_BENCH_DIR")
 	if d.dir == "" {
 		var err error
