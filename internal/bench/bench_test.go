@@ -156,18 +156,7 @@ func TestSearchEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := ledger.LoadOrCreateKeys(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := fs.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := ledger.Open(t.Context(), ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, CheckpointInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLog(t, dir)
 	defer l.Close()
 	if l.Size() != n {
 		t.Fatalf("log holds %d entries, want %d", l.Size(), n)
@@ -197,4 +186,23 @@ func TestSearchEvents(t *testing.T) {
 	if want := float64(total) / n; res.EntryBytes != want {
 		t.Errorf("entry_bytes = %v, want %v", res.EntryBytes, want)
 	}
+}
+
+// openLog opens the log in dir as trail serve does, without checkpoints of
+// its own.
+func openLog(t *testing.T, dir string) *ledger.Log {
+	t.Helper()
+	keys, err := ledger.LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := fs.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.Open(t.Context(), ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, CheckpointInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

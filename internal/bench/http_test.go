@@ -20,7 +20,6 @@ import (
 	"github.com/trailaudit/trail/internal/bench"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/server"
-	"github.com/trailaudit/trail/internal/storage/fs"
 	"github.com/trailaudit/trail/internal/tlsconf"
 )
 
@@ -36,18 +35,7 @@ type benchServer struct {
 func startServer(t *testing.T, edit func(*server.Config)) *benchServer {
 	t.Helper()
 	dir := t.TempDir()
-	keys, err := ledger.LoadOrCreateKeys(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := fs.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := ledger.Open(t.Context(), ledger.Options{Store: store, Signer: keys.Signer, Verifier: keys.Verifier, CheckpointInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLog(t, dir)
 	pki, err := tlsconf.OpenPKI(tlsconf.PKIConfig{Dir: filepath.Join(dir, "pki")})
 	if err != nil {
 		t.Fatal(err)
