@@ -300,7 +300,7 @@ func (l *Log) leafTile(ctx context.Context, snap edge, n int64) (*tileNodes, err
 		return nil, err
 	}
 	var nodes *tileNodes
-	if in, err := is.ReadInterior(n); err == nil && subtreeHash(in) == rs[0] {
+	if in, err := is.ReadInterior(n); err == nil && len(in) == storage.InteriorWidth && subtreeHash(in) == rs[0] {
 		nodes = newTileNodesFrom(leaves, in, c2sp.Tile{Level: 0, N: n, Width: c2sp.TileWidth}.Path())
 	} else {
 		nodes = newTileNodes(leaves)
