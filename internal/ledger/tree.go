@@ -118,9 +118,12 @@ func subtreeHash(hs []tlog.Hash) tlog.Hash {
 type tileNodes struct {
 	nodes [c2sp.TileHeight + 1][]tlog.Hash
 	where string // the tile, for errors
-	lazy  bool   // heights 1-3 are filled by group
-	once  [storage.InteriorWidth]sync.Once
-	err   [storage.InteriorWidth]error
+	// lazy is set when heights 1 to 3 are in groups, not nodes: each
+	// group's computed on first use, under once.
+	lazy   bool
+	groups [storage.InteriorWidth]*groupNodes
+	once   [storage.InteriorWidth]sync.Once
+	err    [storage.InteriorWidth]error
 }
 
 func newTileNodes(t []tlog.Hash) *tileNodes {
@@ -149,42 +152,51 @@ const interiorHeight = 4
 func newTileNodesFrom(t, in []tlog.Hash, where string) *tileNodes {
 	nodes := &tileNodes{lazy: true, where: where}
 	nodes.nodes[0] = t
-	for k := 1; k < interiorHeight; k++ {
-		nodes.nodes[k] = make([]tlog.Hash, c2sp.TileWidth>>k)
-	}
 	nodes.nodes[interiorHeight] = in
 	nodes.up(interiorHeight + 1)
 	return nodes
 }
 
+// groupNodes are the hashes of heights 1 to 3 over one group of 16
+// leaves: 8, then 4, then 2.
+type groupNodes [14]tlog.Hash
+
+// groupOffset is where the hashes of height k (1 to 3) start in a
+// groupNodes.
+var groupOffset = [interiorHeight]int{1: 0, 2: 8, 3: 12}
+
 // hash returns the k-th hash of height sub in the tile.
 func (t *tileNodes) hash(sub int, k int64) (tlog.Hash, error) {
-	if t.lazy && sub > 0 && sub < interiorHeight {
-		g := (k << sub) >> interiorHeight
-		t.once[g].Do(func() { t.err[g] = t.fill(int(g)) })
-		if t.err[g] != nil {
-			return tlog.Hash{}, t.err[g]
-		}
+	if !t.lazy || sub == 0 || sub >= interiorHeight {
+		return t.nodes[sub][k], nil
 	}
-	return t.nodes[sub][k], nil
+	perGroup := int64(storage.InteriorWidth >> sub)
+	g := k / perGroup
+	t.once[g].Do(func() { t.err[g] = t.fill(int(g)) })
+	if t.err[g] != nil {
+		return tlog.Hash{}, t.err[g]
+	}
+	return t.groups[g][groupOffset[sub]+int(k%perGroup)], nil
 }
 
 // fill computes heights 1 to 3 over group g of 16 leaves and checks that
 // they hash to the group's stored root. The stored interior hashes to the
 // tree's root, so a mismatch means the tile's leaf hashes are damaged.
 func (t *tileNodes) fill(g int) error {
+	const group = c2sp.TileWidth / storage.InteriorWidth
+	gn := new(groupNodes)
+	below := t.nodes[0][g*group : (g+1)*group]
 	for k := 1; k < interiorHeight; k++ {
-		w := c2sp.TileWidth >> interiorHeight >> k // hashes of height k per group
-		below, here := t.nodes[k-1], t.nodes[k]
-		for i := g * w; i < (g+1)*w; i++ {
+		here := gn[groupOffset[k] : groupOffset[k]+len(below)/2]
+		for i := range here {
 			here[i] = tlog.NodeHash(below[2*i], below[2*i+1])
 		}
+		below = here
 	}
-	top := t.nodes[interiorHeight-1]
-	if tlog.NodeHash(top[2*g], top[2*g+1]) != t.nodes[interiorHeight][g] {
-		const group = c2sp.TileWidth / storage.InteriorWidth
+	if tlog.NodeHash(below[0], below[1]) != t.nodes[interiorHeight][g] {
 		return &storage.CorruptionError{Where: t.where, What: fmt.Sprintf("hashes %d to %d do not hash to the tree's", g*group, (g+1)*group-1)}
 	}
+	t.groups[g] = gn
 	return nil
 }
 
