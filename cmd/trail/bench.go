@@ -114,6 +114,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	if *conn.server != "" {
+		var engine []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "events" || f.Name == "sweep" {
+				engine = append(engine, "-"+f.Name)
+			}
+		})
+		if len(engine) > 0 {
+			return usageError{fmt.Sprintf("%s: only without -server (the engine alone)", strings.Join(engine, ", "))}
+		}
 		hc := bench.HTTPConfig{URL: *conn.server, N: cfg.N, Batch: cfg.Batch, Clients: cfg.Concurrency, Conns: *conns, Warmup: *warmup}
 		if *warmup <= 0 {
 			hc.Warmup = -1 // one request per client
