@@ -10,22 +10,28 @@
 //	state/staging/entries-<N>      the bundle being filled, appended in place
 //	state/staging/hashes-<N>       its leaf hashes: the level-0 tile being filled
 //	state/checkpoints              every signed checkpoint, append-only
+//	state/journal                  small commits, until the staging files are synced
 //	state/interior                 derived: each full level-0 tile's hashes of height 4
 //	state/lock                     held while a process has the log open
 //
-// Entry data is written once. Write appends a batch's entries and leaf
-// hashes to the two staging files of each bundle it touches; Sync makes
-// everything written so far durable (one syncfs on Linux when more than one
-// file is dirty), then renames the staging files of full bundles to their
-// C2SP paths, where they are sealed and never written again, and writes the
-// full hash tiles of level 1 and above that the batches completed, durably,
-// before Sync returns: never before the entries under them are durable.
+// Write appends a batch's entries and leaf hashes to the two staging files
+// of each bundle it touches, and a small batch also to state/journal (see
+// journal.go). Sync makes everything written so far durable: by flushing
+// the journal alone when it holds every batch since the last Sync, else by
+// syncing the staging files (one syncfs on Linux when more than one file is
+// dirty). After a sync of the staging files it renames those of full bundles
+// to their C2SP paths, where they are sealed and never written again, and
+// writes the full hash tiles of level 1 and above that the batches
+// completed, durably, before Sync returns: never before the entries under
+// them are durable. Large batches, whose cost is their data, are written
+// once.
 //
-// Recovery (Open) relies on this: a staging file holds acknowledged entries
-// followed, after a crash, by at most a torn tail. Every staged entry is
-// checked against its stored leaf hash. A mismatch with nothing intact after
-// it is a torn tail, dropped; a mismatch followed by intact entries is
-// damage, reported as a storage.CorruptionError and never repaired.
+// Recovery (Open) relies on this: once the journal is replayed, a staging
+// file holds acknowledged entries followed, after a crash, by at most a torn
+// tail. Every staged entry is checked against its stored leaf hash. A
+// mismatch with nothing intact after it is a torn tail, dropped; a mismatch
+// followed by intact entries is damage, reported as a
+// storage.CorruptionError and never repaired.
 package fs
 
 import (
@@ -78,6 +84,14 @@ type FS struct {
 	syncMu sync.Mutex
 	dirs   map[string]bool // directories known to exist; owned by Sync
 
+	// journal takes small commits (see journal.go); unsynced are the
+	// staging files written by commits that only it made durable. Owned by
+	// Sync.
+	journal   *journal
+	unsynced  []*os.File
+	unsealed  []*staged // full bundles, sealed once their staging files are synced
+	syncedSeq uint64    // the journal's last record that a completed Sync covers
+
 	cpMu   sync.Mutex
 	hist   *os.File
 	closed atomic.Bool
@@ -109,6 +123,11 @@ type pending struct {
 	full  []*staged
 	tiles []storage.Tile
 	size  int64
+	// all is set when a write is not in the journal: Sync must then make
+	// the staging files durable.
+	all       bool
+	journaled bool   // some write is in the journal
+	seq       uint64 // the journal's last record at the last write
 }
 
 // staged is the open pair of staging files for the bundle being filled.
@@ -160,10 +179,23 @@ func Open(root string, logger *slog.Logger) (*FS, error) {
 	if s.stgSync, err = os.Open(s.stgDir); err != nil {
 		return nil, err
 	}
+	journaled, err := s.replayJournal()
+	if err != nil {
+		return nil, err
+	}
 	if err := s.recoverEntries(); err != nil {
 		return nil, err
 	}
+	if s.Size() < journaled {
+		return nil, &storage.CorruptionError{
+			Where: fmt.Sprintf("%s (entry %d)", s.stagePath("entries", s.Size()/c2sp.TileWidth), s.Size()),
+			What:  fmt.Sprintf("the journal holds entries up to %d, durable only if every entry before them was", journaled),
+		}
+	}
 	if err := s.openHistory(); err != nil {
+		return nil, err
+	}
+	if err := s.openJournal(); err != nil {
 		return nil, err
 	}
 	if s.interior, err = os.OpenFile(filepath.Join(root, "state", "interior"), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
@@ -467,7 +499,9 @@ func (s *FS) Write(ctx context.Context, b *storage.Batch) error {
 		dirty   []*os.File
 		full    []*staged
 		created bool
+		off     int64 // the first entry's byte offset in its bundle
 	)
+	s.buf = s.buf[:0] // the batch's entries in bundle format, for the journal
 	for i := 0; i < len(b.Entries); {
 		if s.cur == nil {
 			n := (b.Start + int64(i)) / c2sp.TileWidth
@@ -479,14 +513,17 @@ func (s *FS) Write(ctx context.Context, b *storage.Batch) error {
 		}
 		st := s.cur
 		k := min(c2sp.TileWidth-st.count, len(b.Entries)-i)
-		s.buf = s.buf[:0]
+		if i == 0 {
+			off = st.entryLen
+		}
+		from := len(s.buf)
 		for _, e := range b.Entries[i : i+k] {
 			s.buf = c2sp.AppendEntry(s.buf, e)
 		}
-		if _, err := st.entries.Write(s.buf); err != nil {
+		if _, err := st.entries.Write(s.buf[from:]); err != nil {
 			return err
 		}
-		st.entryLen += int64(len(s.buf))
+		st.entryLen += int64(len(s.buf) - from)
 		if _, err := st.hashes.Write(hashBytes(b.Hashes[i : i+k])); err != nil {
 			return err
 		}
@@ -498,9 +535,22 @@ func (s *FS) Write(ctx context.Context, b *storage.Batch) error {
 		}
 		i += k
 	}
+	// A commit that creates no staging file (whose name would need a sync
+	// of the directory) and completes no upper tile can be made durable by
+	// the journal alone.
+	journaled := false
+	if !created && len(b.Tiles) == 0 {
+		var err error
+		if journaled, err = s.journal.record(b.Start, off, len(b.Entries), s.buf); err != nil {
+			return fmt.Errorf("couldn't write journal: %w", err)
+		}
+	}
 	s.written += int64(len(b.Entries))
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
+	s.pend.all = s.pend.all || !journaled
+	s.pend.journaled = s.pend.journaled || journaled
+	s.pend.seq = s.journal.seq
 	for _, f := range dirty {
 		if !slices.Contains(s.pend.files, f) {
 			s.pend.files = append(s.pend.files, f)
@@ -524,10 +574,10 @@ func (s *FS) Sync(ctx context.Context) error {
 	}
 	s.pendMu.Lock()
 	p := s.pend
-	s.pend = pending{size: p.size}
+	s.pend = pending{size: p.size, seq: p.seq}
 	s.pendMu.Unlock()
-	if err := syncMany(p.files); err != nil {
-		return fmt.Errorf("couldn't sync entries: %w", err)
+	if err := s.syncPending(p); err != nil {
+		return err
 	}
 	// Upper tiles only once the entries under them are durable: a tile
 	// must never cover entries that a crash could still take away.
@@ -538,14 +588,52 @@ func (s *FS) Sync(ctx context.Context) error {
 		}
 		s.removePartials(path)
 	}
-	for _, st := range p.full {
+	if p.size > s.size.Load() {
+		s.size.Store(p.size)
+	}
+	return nil
+}
+
+// syncPending makes p's writes durable: with the journal alone if it holds
+// them all, else by syncing the staging files written since the last such
+// sync (flushLocked). A full bundle is sealed only once its staging files
+// are synced: a sealed bundle is never read back from the journal.
+func (s *FS) syncPending(p pending) error {
+	for _, f := range p.files {
+		if !slices.Contains(s.unsynced, f) {
+			s.unsynced = append(s.unsynced, f)
+		}
+	}
+	s.unsealed = append(s.unsealed, p.full...)
+	if p.all {
+		return s.flushLocked(p.seq)
+	}
+	if p.journaled {
+		if err := durable.Datasync(s.journal.f); err != nil {
+			return fmt.Errorf("couldn't sync journal: %w", err)
+		}
+	}
+	s.syncedSeq = p.seq
+	return nil
+}
+
+// flushLocked syncs the staging files that only the journal made durable,
+// seals the full bundles among them, and lets the journal start again from
+// its beginning: every record up to seq is now redundant. s.syncMu is held.
+func (s *FS) flushLocked(seq uint64) error {
+	if err := syncMany(s.unsynced); err != nil {
+		return fmt.Errorf("couldn't sync entries: %w", err)
+	}
+	s.unsynced = s.unsynced[:0]
+	s.syncedSeq = seq
+	s.journal.covered.Store(seq)
+	for len(s.unsealed) > 0 {
+		st := s.unsealed[0]
 		s.closeStaged(st)
 		if err := s.seal(st.n); err != nil {
 			return fmt.Errorf("couldn't seal bundle %d: %w", st.n, err)
 		}
-	}
-	if p.size > s.size.Load() {
-		s.size.Store(p.size)
+		s.unsealed = s.unsealed[1:]
 	}
 	return nil
 }
@@ -858,6 +946,16 @@ func (s *FS) AddCheckpoint(ctx context.Context, c *storage.Checkpoint) error {
 	if s.closed.Load() {
 		return errClosed
 	}
+	// Every bundle the checkpoint covers whole must be sealed, at its C2SP
+	// path, before a reader can see the checkpoint. This also bounds how
+	// long entries stay durable in the journal alone to the checkpoint
+	// interval.
+	s.syncMu.Lock()
+	err := s.flushLocked(s.syncedSeq)
+	s.syncMu.Unlock()
+	if err != nil {
+		return err
+	}
 	// Partial tiles first, so that a reader who sees the checkpoint finds them.
 	for _, t := range c.Partials {
 		full := s.tilePath(t.Level, t.N)
@@ -940,15 +1038,33 @@ func (s *FS) Close() error {
 			s.closeStaged(st)
 		}
 	}
+	// What only the journal made durable goes to the staging files too,
+	// so that a copy of a closed log needs no replay.
+	s.syncMu.Lock()
+	var err error
+	if s.journal != nil {
+		err = s.flushLocked(s.syncedSeq)
+	}
+	if err == nil && s.journal != nil {
+		// Nothing depends on the journal now: void its records.
+		err = writeJournalHeader(s.journal.f, s.journal.epoch+1)
+	}
+	s.syncMu.Unlock()
 	s.cpMu.Lock()
 	defer s.cpMu.Unlock()
 	if s.cur != nil {
 		s.closeStaged(s.cur)
 	}
+	if s.journal != nil {
+		s.journal.f.Close()
+	}
 	for _, f := range []*os.File{s.hist, s.stgSync, s.interior, s.lock} {
 		if f != nil {
 			f.Close()
 		}
+	}
+	if err != nil {
+		return fmt.Errorf("couldn't close the log durably: %w", err)
 	}
 	return nil
 }
