@@ -4,6 +4,7 @@ package scanrange
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -157,14 +158,81 @@ func differences(endpoint string, trail, ts found) []string {
 	return out
 }
 
-// testsslEnv extends the comparison to every endpoint of the range. By
-// default the suite compares only testsslSuite: testssl.sh is a bash
-// script that forks some 1,700 processes for its protocol checks alone
-// and many more for each protocol's suites, about 100 CPU-seconds per
-// endpoint on the 2-core test machine, so the whole range takes some 12
-// minutes, more than scripts/test's budget allows beside the rest of the
-// suite.
+// testsslEnv extends the live comparison to every endpoint of the range
+// and records what testssl.sh found there in recordedPath. By default the
+// suite runs testssl.sh on testsslSuite only: testssl.sh is a bash script
+// that forks some 2,900 processes for -p -E on the simplest endpoint, 30-34
+// CPU-seconds each, so the whole range takes some 11 minutes of the 2-core
+// test machine, more than scripts/test's budget allows beside the rest of
+// the suite. The other endpoints are compared with the recording.
 const testsslEnv = "TRAIL_SCANRANGE_TESTSSL"
+
+// recordedPath holds testssl.sh's findings on every endpoint, from the
+// last run with testsslEnv set.
+const recordedPath = "testdata/testssl-recorded.json"
+
+// recording is recordedPath's content.
+type recording struct {
+	Comment   string                      `json:"comment"`
+	Testssl   string                      `json:"testssl"` // its version
+	Recorded  string                      `json:"recorded"`
+	Endpoints map[string]recordedEndpoint `json:"endpoints"`
+}
+
+// recordedEndpoint is what testssl.sh found at one endpoint: protocols as
+// scan names them, and per protocol the suites, each "c02b NAME".
+type recordedEndpoint struct {
+	Protocols []string            `json:"protocols"`
+	Suites    map[string][]string `json:"suites"`
+}
+
+func recordFound(f found) recordedEndpoint {
+	r := recordedEndpoint{Suites: map[string][]string{}}
+	for p := range f.protocols {
+		r.Protocols = append(r.Protocols, p)
+	}
+	slices.Sort(r.Protocols)
+	for p, ids := range f.suites {
+		var list []string
+		for id := range ids {
+			list = append(list, fmt.Sprintf("%04x %s", id, scan.LookupSuite(id).Name))
+		}
+		slices.Sort(list)
+		r.Suites[p] = list
+	}
+	return r
+}
+
+func (r recordedEndpoint) found() (found, error) {
+	f := found{protocols: map[string]bool{}, suites: map[string]map[uint16]bool{}}
+	for _, p := range r.Protocols {
+		f.protocols[p] = true
+	}
+	for p, list := range r.Suites {
+		f.suites[p] = map[uint16]bool{}
+		for _, s := range list {
+			hex, _, _ := strings.Cut(s, " ")
+			id, err := strconv.ParseUint(hex, 16, 16)
+			if err != nil {
+				return found{}, fmt.Errorf("suite %q: %v", s, err)
+			}
+			f.suites[p][uint16(id)] = true
+		}
+	}
+	return f, nil
+}
+
+func readRecording() (*recording, error) {
+	b, err := os.ReadFile(recordedPath)
+	if err != nil {
+		return nil, err
+	}
+	var r recording
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %v", recordedPath, err)
+	}
+	return &r, nil
+}
 
 // testsslSuite are the endpoints compared in every run of the suite: the
 // hardened one (whose testssl.sh time the issue asks for beside trail
@@ -272,6 +340,8 @@ func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Repor
 	}
 
 	var seen []string
+	compared := map[string]bool{}
+	live := map[string]recordedEndpoint{}
 	for _, name := range names {
 		r := results[name]
 		if r.err != nil {
@@ -286,7 +356,41 @@ func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Repor
 		for _, p := range problems {
 			t.Errorf("%s: %s", name, p)
 		}
+		live[name] = recordFound(ts)
+		compared[name] = true
 		seen = append(seen, differences(name, foundByScan(reports[name]), ts)...)
+	}
+
+	if os.Getenv(testsslEnv) != "" {
+		if !t.Failed() {
+			writeRecording(t, live)
+		}
+	} else {
+		// The endpoints testssl.sh did not run on now: trail scan's
+		// findings of this run against testssl.sh's recorded ones.
+		rec, err := readRecording()
+		if err != nil {
+			t.Fatalf("%v (record it with %s=1)", err, testsslEnv)
+		}
+		for _, e := range rangeEndpoints {
+			if compared[e.name] {
+				continue
+			}
+			re, ok := rec.Endpoints[e.name]
+			if !ok {
+				t.Errorf("%s: no testssl.sh findings recorded in %s; record them with %s=1", e.name, recordedPath, testsslEnv)
+				continue
+			}
+			ts, err := re.found()
+			if err != nil {
+				t.Errorf("%s: %s: %v", e.name, recordedPath, err)
+				continue
+			}
+			compared[e.name] = true
+			seen = append(seen, differences(e.name, foundByScan(reports[e.name]), ts)...)
+		}
+		t.Logf("compared %d endpoints with testssl.sh run now and %d with its findings recorded on %s (testssl.sh %s)",
+			len(live), len(compared)-len(live), rec.Recorded, rec.Testssl)
 	}
 	for _, d := range seen {
 		if _, ok := disagreements[d]; !ok {
@@ -297,8 +401,73 @@ func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Repor
 	}
 	for d, why := range disagreements {
 		name, _, _ := strings.Cut(d, ":")
-		if r, ok := results[name]; ok && r.err == nil && !why.intermittent && !slices.Contains(seen, d) {
+		if compared[name] && !why.intermittent && !slices.Contains(seen, d) {
 			t.Errorf("listed disagreement no longer seen; remove it here and in docs/scan.md: %s", d)
 		}
+	}
+}
+
+// writeRecording replaces recordedPath with testssl.sh's findings of this
+// run, on every endpoint.
+func writeRecording(t *testing.T, live map[string]recordedEndpoint) {
+	version := "unknown"
+	if out, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", "testssl.sh").Output(); err == nil {
+		version = string(out)
+	}
+	rec := recording{
+		Comment: "testssl.sh -p -E on every endpoint of the range (internal/scan/scanrange). Written by " +
+			testsslEnv + "=1 go test -timeout 60m -run TestRange ./internal/scan/scanrange; " +
+			"the suite compares trail scan with it on the endpoints where it does not run testssl.sh.",
+		Testssl:   version,
+		Recorded:  time.Now().UTC().Format(time.DateOnly),
+		Endpoints: live,
+	}
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(recordedPath, append(b, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("recorded testssl.sh's findings on %d endpoints in %s", len(live), recordedPath)
+}
+
+// TestRecording checks the recording the suite compares most endpoints
+// with: one entry per endpoint of the range, each parsing back to what it
+// says, and a suite missing from it seen as a disagreement.
+func TestRecording(t *testing.T) {
+	rec, err := readRecording()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range rangeEndpoints {
+		re, ok := rec.Endpoints[e.name]
+		if !ok {
+			t.Errorf("%s: not in %s; record it with %s=1", e.name, recordedPath, testsslEnv)
+			continue
+		}
+		f, err := re.found()
+		if err != nil {
+			t.Fatalf("%s: %v", e.name, err)
+		}
+		if back := recordFound(f); !slices.Equal(back.Protocols, re.Protocols) || len(back.Suites) != len(re.Suites) {
+			t.Errorf("%s: recorded %+v reads back as %+v", e.name, re, back)
+		}
+		if len(differences(e.name, f, f)) != 0 {
+			t.Errorf("%s: differs from itself", e.name)
+		}
+	}
+	if len(rec.Endpoints) != len(rangeEndpoints) {
+		t.Errorf("%s holds %d endpoints, the range has %d", recordedPath, len(rec.Endpoints), len(rangeEndpoints))
+	}
+	f, err := rec.Endpoints["hardened"].found()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, _ := rec.Endpoints["hardened"].found()
+	delete(ts.suites[tls13], 0x1301)
+	want := []string{"hardened: TLS 1.3 TLS_AES_128_GCM_SHA256 only in trail scan"}
+	if got := differences("hardened", f, ts); !slices.Equal(got, want) {
+		t.Errorf("with TLS_AES_128_GCM_SHA256 removed from the recording, differences = %q, want %q", got, want)
 	}
 }
