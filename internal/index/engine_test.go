@@ -314,6 +314,11 @@ func TestLocate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Full bundles are at their C2SP paths, read below, once a checkpoint
+	// covers them.
+	if _, err := l.Checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	tune(t, func(ix *Index) { ix.flushEntries = 300 })
 	ix, err := Open(t.Context(), Options{Dir: t.TempDir(), Source: l, Batch: 100})
 	if err != nil {
