@@ -1046,8 +1046,12 @@ func (s *FS) Close() error {
 		err = s.flushLocked(s.syncedSeq)
 	}
 	if err == nil && s.journal != nil {
-		// Nothing depends on the journal now: void its records.
+		// Nothing depends on the journal now: void its records, and give
+		// back their space.
 		err = writeJournalHeader(s.journal.f, s.journal.epoch+1)
+		if err == nil {
+			err = s.journal.f.Truncate(journalHeader)
+		}
 	}
 	s.syncMu.Unlock()
 	s.cpMu.Lock()

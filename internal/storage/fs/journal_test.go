@@ -184,6 +184,9 @@ func TestJournal(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if size := fileSize(t, filepath.Join(dir, "state", "journal")); size != journalHeader {
+		t.Errorf("journal of %d bytes after Close, want only its header (%d)", size, journalHeader)
+	}
 
 	// After Close the staging files hold everything and the journal's
 	// records are void: reopened, the log replays nothing.
