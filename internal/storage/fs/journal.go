@@ -230,6 +230,12 @@ func (s *FS) openJournal() error {
 		f.Close()
 		return err
 	}
+	// The names in state/ (the journal's, and the checkpoint history's on
+	// a log's first open) must survive a power failure too.
+	if err := durable.SyncDir(filepath.Dir(s.journalPath())); err != nil {
+		f.Close()
+		return err
+	}
 	s.journal = j
 	return nil
 }
