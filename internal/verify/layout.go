@@ -22,6 +22,7 @@ const (
 	checkpointFile  = "log/checkpoint"
 	historyFile     = "state/checkpoints"
 	stagingDir      = "state/staging"
+	journalFile     = "state/journal"
 	largeDir        = "log/large"
 	verifierKeyFile = "keys/log.vkey"
 )
@@ -102,6 +103,12 @@ func takeInventory(l layout) (*inventory, error) {
 	}
 	for _, ns := range inv.full {
 		slices.Sort(ns)
+	}
+	// Close truncates the journal to its 4 KiB header; more means the log
+	// is open, or was not closed.
+	if fi, err := os.Stat(l.path(journalFile)); err == nil && fi.Size() > 4096 {
+		inv.warnings = append(inv.warnings, fmt.Sprintf("%s holds commits: the log is open or was not closed; "+
+			"after a power failure, open it once (trail serve) to replay them into the staging files, then verify", l.path(journalFile)))
 	}
 	des, err := os.ReadDir(l.path(stagingDir))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -402,3 +402,29 @@ func TestLeafHash(t *testing.T) {
 		t.Fatalf("Dir = %v, root %s; want nil, %s", err, rep.Root, root)
 	}
 }
+
+// TestOpenLogJournal: verifying the directory of a log that is open, with
+// small commits in its journal, warns that a power failure would need the
+// log reopened first; once the log is closed, nothing to warn about.
+func TestOpenLogJournal(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir)
+	for i := range 10 {
+		if _, err := l.Append(t.Context(), fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Checkpoint(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := verify.Dir(t.Context(), dir, verify.Options{})
+	if err != nil || len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0], "state/journal holds commits") {
+		t.Fatalf("Dir(open log) = %v, warnings %q; want success with a warning about the journal", err, rep.Warnings)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := verify.Dir(t.Context(), dir, verify.Options{}); err != nil || len(rep.Warnings) != 0 {
+		t.Fatalf("Dir(closed log) = %v, warnings %q; want success without warnings", err, rep.Warnings)
+	}
+}
