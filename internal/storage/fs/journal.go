@@ -183,8 +183,8 @@ func parseJournalRecord(b []byte, epoch, seq uint64) (journalRecord, int, bool) 
 }
 
 // replay writes one record's entries and their leaf hashes where Write put
-// them, skipping bundles that are sealed (and so were durable before the
-// record could be overwritten).
+// them, skipping bundles that are sealed or being sealed (and so were
+// durable before).
 func (s *FS) replay(r journalRecord, open func(string) (*os.File, error)) error {
 	entries, _, err := c2sp.ParseBundle(r.payload)
 	if err != nil || len(entries) != r.count {
@@ -196,7 +196,10 @@ func (s *FS) replay(r journalRecord, open func(string) (*os.File, error)) error 
 		if slot == 0 {
 			off = 0
 		}
-		if !exists(s.tilePath(c2sp.EntriesLevel, n)) {
+		// A bundle is sealed (its hashes renamed first, then its entries)
+		// only once its staging files are durable: leave one that is
+		// sealed, or half sealed, alone.
+		if !exists(s.tilePath(c2sp.EntriesLevel, n)) && !exists(s.tilePath(0, n)) {
 			ef, err := open(s.stagePath("entries", n))
 			if err != nil {
 				return err

@@ -177,6 +177,18 @@ func TestJournal(t *testing.T) {
 	if _, err := os.Stat(sealed); err != nil {
 		t.Fatalf("bundle 1 not sealed after a sync of the staging files: %v", err)
 	}
+	t.Run("killed between the renames of a seal", func(t *testing.T) {
+		// The journal still holds the records of bundle 1, whose hash
+		// tile was renamed into place but not its entries.
+		d := filepath.Join(t.TempDir(), "copy")
+		if err := os.CopyFS(d, os.DirFS(dir)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(d, "log", "tile", "entries", "001"), filepath.Join(d, "state", "staging", "entries-000000000001")); err != nil {
+			t.Fatal(err)
+		}
+		checkEntries(t, d, total+256)
+	})
 	appendEntries(t, s, 1)
 	if want := int64(journalHeader + journalRecHeader + 2 + len(journalEntry(total+256))); s.journal.pos != want {
 		t.Fatalf("after a sync of the staging files, the next record ends at %d, want %d", s.journal.pos, want)
