@@ -91,6 +91,9 @@ type FS struct {
 	unsynced  []*os.File
 	unsealed  []*staged // full bundles, sealed once their staging files are synced
 	syncedSeq uint64    // the journal's last record that a completed Sync covers
+	// failed is the error of a failed sync of the staging files: after it
+	// the page cache's state is unknown, and every later Sync fails.
+	failed error
 
 	cpMu   sync.Mutex
 	hist   *os.File
@@ -599,6 +602,9 @@ func (s *FS) Sync(ctx context.Context) error {
 // sync (flushLocked). A full bundle is sealed only once its staging files
 // are synced: a sealed bundle is never read back from the journal.
 func (s *FS) syncPending(p pending) error {
+	if s.failed != nil {
+		return s.failed
+	}
 	for _, f := range p.files {
 		if !slices.Contains(s.unsynced, f) {
 			s.unsynced = append(s.unsynced, f)
@@ -621,8 +627,12 @@ func (s *FS) syncPending(p pending) error {
 // seals the full bundles among them, and lets the journal start again from
 // its beginning: every record up to seq is now redundant. s.syncMu is held.
 func (s *FS) flushLocked(seq uint64) error {
+	if s.failed != nil {
+		return s.failed
+	}
 	if err := syncMany(s.unsynced); err != nil {
-		return fmt.Errorf("couldn't sync entries: %w", err)
+		s.failed = fmt.Errorf("couldn't sync entries: %w", err)
+		return s.failed
 	}
 	s.unsynced = s.unsynced[:0]
 	s.syncedSeq = seq
