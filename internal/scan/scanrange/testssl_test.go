@@ -222,6 +222,19 @@ func (r recordedEndpoint) found() (found, error) {
 	return f, nil
 }
 
+// found returns testssl.sh's recorded findings at the endpoint.
+func (r *recording) found(name string) (found, error) {
+	re, ok := r.Endpoints[name]
+	if !ok {
+		return found{}, fmt.Errorf("%s: no testssl.sh findings recorded in %s; record them with %s=1", name, recordedPath, testsslEnv)
+	}
+	f, err := re.found()
+	if err != nil {
+		return found{}, fmt.Errorf("%s: %s: %v", name, recordedPath, err)
+	}
+	return f, nil
+}
+
 func readRecording() (*recording, error) {
 	b, err := os.ReadFile(recordedPath)
 	if err != nil {
@@ -376,14 +389,9 @@ func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Repor
 			if compared[e.name] {
 				continue
 			}
-			re, ok := rec.Endpoints[e.name]
-			if !ok {
-				t.Errorf("%s: no testssl.sh findings recorded in %s; record them with %s=1", e.name, recordedPath, testsslEnv)
-				continue
-			}
-			ts, err := re.found()
+			ts, err := rec.found(e.name)
 			if err != nil {
-				t.Errorf("%s: %s: %v", e.name, recordedPath, err)
+				t.Error(err)
 				continue
 			}
 			compared[e.name] = true
@@ -441,15 +449,12 @@ func TestRecording(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range rangeEndpoints {
-		re, ok := rec.Endpoints[e.name]
-		if !ok {
-			t.Errorf("%s: not in %s; record it with %s=1", e.name, recordedPath, testsslEnv)
+		f, err := rec.found(e.name)
+		if err != nil {
+			t.Error(err)
 			continue
 		}
-		f, err := re.found()
-		if err != nil {
-			t.Fatalf("%s: %v", e.name, err)
-		}
+		re := rec.Endpoints[e.name]
 		if back := recordFound(f); !slices.Equal(back.Protocols, re.Protocols) || len(back.Suites) != len(re.Suites) {
 			t.Errorf("%s: recorded %+v reads back as %+v", e.name, re, back)
 		}
@@ -460,11 +465,11 @@ func TestRecording(t *testing.T) {
 	if len(rec.Endpoints) != len(rangeEndpoints) {
 		t.Errorf("%s holds %d endpoints, the range has %d", recordedPath, len(rec.Endpoints), len(rangeEndpoints))
 	}
-	f, err := rec.Endpoints["hardened"].found()
+	f, err := rec.found("hardened")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, _ := rec.Endpoints["hardened"].found()
+	ts, _ := rec.found("hardened")
 	delete(ts.suites[tls13], 0x1301)
 	want := []string{"hardened: TLS 1.3 TLS_AES_128_GCM_SHA256 only in trail scan"}
 	if got := differences("hardened", f, ts); !slices.Equal(got, want) {
