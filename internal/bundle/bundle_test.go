@@ -200,6 +200,34 @@ func TestFailures(t *testing.T) {
 	}
 }
 
+// TestMissingWithJournal: a bundle missing from a data directory whose
+// journal holds commits (a log open, or not closed) is reported with what to
+// do after a power failure.
+func TestMissingWithJournal(t *testing.T) {
+	dir, key := testLog(t, 300, 100, plainLeaf)
+	// Bundle 1's 44 entries, as a power failure could lose them had they
+	// been in the journal alone: its staging file, and the partial bundle
+	// the checkpoint published.
+	for _, p := range []string{"state/staging/entries-000000000001", "log/tile/entries/001.p"} {
+		if err := os.RemoveAll(filepath.Join(dir, filepath.FromSlash(p))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	export := func() error {
+		_, err := Export(context.Background(), Dir{Root: dir}, &bytes.Buffer{}, ExportOptions{VerifierKey: key, From: 0, To: 299})
+		return err
+	}
+	if err := export(); err == nil || !strings.Contains(err.Error(), "tile/entries/001.p/44 is missing from the data directory") || strings.Contains(err.Error(), "journal") {
+		t.Fatalf("Export from a closed log missing bundle 1 = %v, want the bundle named and no word of the journal", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state", "journal"), make([]byte, 8192), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := export(); err == nil || !strings.Contains(err.Error(), "state/journal holds commits") {
+		t.Fatalf("Export with commits in the journal = %v, want a word about replaying them", err)
+	}
+}
+
 func TestRangeErrors(t *testing.T) {
 	dir, key := testLog(t, 10, 10, plainLeaf)
 	for _, r := range [][2]int64{{0, 10}, {5, 4}, {-1, 3}} {

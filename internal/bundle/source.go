@@ -98,7 +98,12 @@ func (d Dir) ReadTile(ctx context.Context, t c2sp.Tile) ([]byte, error) {
 			return b, nil
 		}
 	}
-	return nil, fmt.Errorf("%s: %s is missing from the data directory", d.Root, t.Path())
+	err := fmt.Errorf("%s: %s is missing from the data directory", d.Root, t.Path())
+	// A log closed cleanly leaves only the journal's 4 KiB header.
+	if fi, serr := os.Stat(d.path("state/journal")); serr == nil && fi.Size() > 4096 {
+		return nil, fmt.Errorf("%w; state/journal holds commits: if the machine lost power, open the log once (trail serve) to replay them into the staging files", err)
+	}
+	return nil, err
 }
 
 func (d Dir) ReadLarge(ctx context.Context, sum [32]byte) ([]byte, error) {
