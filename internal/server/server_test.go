@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
@@ -26,6 +25,7 @@ import (
 	"github.com/trailaudit/trail/internal/c2sp"
 	"github.com/trailaudit/trail/internal/ledger"
 	"github.com/trailaudit/trail/internal/server"
+	"github.com/trailaudit/trail/internal/servertest"
 	"github.com/trailaudit/trail/internal/storage/fs"
 	"github.com/trailaudit/trail/internal/tlsconf"
 )
@@ -92,14 +92,7 @@ func startTestServer(t *testing.T, dir string, edit func(*server.Config)) *testS
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			// Generous: HTTP/2 connections close a second after their
-			// GOAWAY, and the suite runs this beside other packages on 2
-			// cores (5 s was once exceeded there).
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := hs.Shutdown(ctx); err != nil {
-				t.Errorf("Shutdown: %v", err)
-			}
+			servertest.Shutdown(t, hs)
 			if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 				t.Errorf("ServeTLS = %v, want ErrServerClosed", err)
 			}
