@@ -14,6 +14,7 @@ import (
 
 	"github.com/trailaudit/trail/client"
 	"github.com/trailaudit/trail/internal/c2sp"
+	fsstore "github.com/trailaudit/trail/internal/storage/fs"
 )
 
 // Source is where Export and MakeReceipt read a log: a data directory or a
@@ -99,8 +100,7 @@ func (d Dir) ReadTile(ctx context.Context, t c2sp.Tile) ([]byte, error) {
 		}
 	}
 	err := fmt.Errorf("%s: %s is missing from the data directory", d.Root, t.Path())
-	// A log closed cleanly leaves only the journal's 4 KiB header.
-	if fi, serr := os.Stat(d.path("state/journal")); serr == nil && fi.Size() > 4096 {
+	if fsstore.JournalHolds(d.Root) {
 		return nil, fmt.Errorf("%w; state/journal holds commits: if the machine lost power, open the log once (trail serve) to replay them into the staging files", err)
 	}
 	return nil, err

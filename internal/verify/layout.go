@@ -14,6 +14,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/trailaudit/trail/internal/c2sp"
+	fsstore "github.com/trailaudit/trail/internal/storage/fs"
 )
 
 // Files of a data directory, relative to its root. The formats are fixed
@@ -104,9 +105,7 @@ func takeInventory(l layout) (*inventory, error) {
 	for _, ns := range inv.full {
 		slices.Sort(ns)
 	}
-	// Close truncates the journal to its 4 KiB header; more means the log
-	// is open, or was not closed.
-	if fi, err := os.Stat(l.path(journalFile)); err == nil && fi.Size() > 4096 {
+	if fsstore.JournalHolds(l.dir) {
 		inv.warnings = append(inv.warnings, fmt.Sprintf("%s holds commits: the log is open or was not closed; "+
 			"after a power failure, open it once (trail serve) to replay them into the staging files, then verify", l.path(journalFile)))
 	}

@@ -128,9 +128,8 @@ type pending struct {
 	size  int64
 	// all is set when a write is not in the journal: Sync must then make
 	// the staging files durable.
-	all       bool
-	journaled bool   // some write is in the journal
-	seq       uint64 // the journal's last record at the last write
+	all bool
+	seq uint64 // the journal's last record at the last write
 }
 
 // staged is the open pair of staging files for the bundle being filled.
@@ -552,7 +551,6 @@ func (s *FS) Write(ctx context.Context, b *storage.Batch) error {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	s.pend.all = s.pend.all || !journaled
-	s.pend.journaled = s.pend.journaled || journaled
 	s.pend.seq = s.journal.seq
 	for _, f := range dirty {
 		if !slices.Contains(s.pend.files, f) {
@@ -614,7 +612,7 @@ func (s *FS) syncPending(p pending) error {
 	if p.all {
 		return s.flushLocked(p.seq)
 	}
-	if p.journaled {
+	if p.seq != s.syncedSeq { // records written since the last Sync
 		if err := durable.Datasync(s.journal.f); err != nil {
 			return fmt.Errorf("couldn't sync journal: %w", err)
 		}

@@ -74,7 +74,18 @@ type journal struct {
 	covered atomic.Uint64
 }
 
-func (s *FS) journalPath() string { return filepath.Join(s.root, "state", "journal") }
+func (s *FS) journalPath() string { return journalPath(s.root) }
+
+func journalPath(root string) string { return filepath.Join(root, "state", "journal") }
+
+// JournalHolds reports whether the journal of the log stored under root
+// holds commits, which after a power failure only Open puts back into the
+// staging files: the log is open, or was not closed (Close leaves the
+// journal's header alone). It reads nothing but the file's size.
+func JournalHolds(root string) bool {
+	fi, err := os.Stat(journalPath(root))
+	return err == nil && fi.Size() > journalHeader
+}
 
 // replayJournal writes the journal's records of the current epoch into the
 // staging files and makes them durable. It runs before recoverEntries, and
@@ -191,15 +202,19 @@ func (s *FS) replay(r journalRecord, open func(string) (*os.File, error)) error 
 		return fmt.Errorf("payload holds %d entries (%v), header says %d", len(entries), err, r.count)
 	}
 	idx, off := int64(r.start), r.off
+	sealed := false
 	for _, e := range entries {
 		n, slot := idx/c2sp.TileWidth, idx%c2sp.TileWidth
 		if slot == 0 {
 			off = 0
 		}
-		// A bundle is sealed (its hashes renamed first, then its entries)
-		// only once its staging files are durable: leave one that is
-		// sealed, or half sealed, alone.
-		if !exists(s.tilePath(c2sp.EntriesLevel, n)) && !exists(s.tilePath(0, n)) {
+		if idx == int64(r.start) || slot == 0 {
+			// A bundle is sealed (its hashes renamed first, then its
+			// entries) only once its staging files are durable: leave
+			// one that is sealed, or half sealed, alone.
+			sealed = exists(s.tilePath(c2sp.EntriesLevel, n)) || exists(s.tilePath(0, n))
+		}
+		if !sealed {
 			ef, err := open(s.stagePath("entries", n))
 			if err != nil {
 				return err
