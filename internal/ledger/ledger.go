@@ -48,6 +48,10 @@ const MaxEntrySize = 64 << 20
 // latency stay bounded under any load.
 const maxBatchEntries = 1 << 16
 
+// mergeEntries is how many entries a sync must carry before the sync loop
+// stops waiting for the committer's next batch.
+const mergeEntries = 256
+
 // Options configure Open.
 type Options struct {
 	// Store holds the log. Required.
@@ -88,6 +92,9 @@ type Log struct {
 	writes  chan written // from commitLoop to syncLoop
 	failed  atomic.Pointer[error]
 	w       edge // the committer's edge
+	// gathering is set while the committer holds requests it has not yet
+	// handed to the sync loop (see syncLoop).
+	gathering atomic.Bool
 
 	mu  sync.RWMutex
 	pub edge // the durable tree, as readers see it
@@ -268,6 +275,7 @@ func (l *Log) commitLoop() {
 	defer l.wg.Done()
 	var batch []*request
 	for req := range l.reqs {
+		l.gathering.Store(true)
 		batch = append(batch[:0], req)
 		n := len(req.entries)
 		// Take what is queued. Appenders woken by the previous commit are
@@ -294,6 +302,7 @@ func (l *Log) commitLoop() {
 			}
 		}
 		l.commit(batch, n)
+		l.gathering.Store(len(l.reqs) > 0)
 		clear(batch)
 	}
 	close(l.writes)
@@ -332,6 +341,14 @@ func (l *Log) commit(batch []*request, n int) {
 	l.writes <- written{reqs: reqs, snap: l.w.snapshot(), interiors: interiors}
 }
 
+func (w *written) entries() int {
+	n := 0
+	for _, r := range w.reqs {
+		n += len(r.entries)
+	}
+	return n
+}
+
 // syncLoop makes written batches durable, as many per sync as were written
 // while the previous sync ran, then publishes and acknowledges them in order.
 func (l *Log) syncLoop() {
@@ -339,6 +356,7 @@ func (l *Log) syncLoop() {
 	var ws []written
 	for w := range l.writes {
 		ws = append(ws[:0], w)
+		n := w.entries()
 	drain:
 		for {
 			select {
@@ -347,8 +365,16 @@ func (l *Log) syncLoop() {
 					break drain
 				}
 				ws = append(ws, w)
+				n += w.entries()
 			default:
-				break drain
+				// Many small appenders: the callers the last sync
+				// acknowledged are coming back. Wait, yielding, for the
+				// committer to hand them over, so that one sync carries
+				// them all instead of alternating in two halves.
+				if n >= mergeEntries || !l.gathering.Load() {
+					break drain
+				}
+				runtime.Gosched()
 			}
 		}
 		l.syncAndAck(ws)
