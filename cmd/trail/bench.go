@@ -18,7 +18,7 @@ import (
 )
 
 const benchHelp = `Usage: trail bench [-n N] [-batch B] [-c C] [-data DIR] [-events KIND] [-sweep RATE] [-json] [-cpuprofile FILE]
-       trail bench -server URL [-n N] [-batch B] [-c C] [-conns K] [-warmup D] [-json]
+       trail bench -server URL [-n N] [-batch B] [-c C] [-conns K | -http1] [-warmup D] [-json]
                    [-cpuprofile FILE] [connection flags]
 
 Without -server, measures the log engine alone, with no network: appends N
@@ -45,7 +45,8 @@ must not exist or be empty, and is kept.
 With -server, generates load on a running trail serve: C clients post N
 synthetic events of about 420 bytes to URL/v1/events over HTTP/2 and TLS
 1.3, B per request (one bare event, or a JSON array), each client with one
-request in flight, spread over K connections. The request bodies are
+request in flight, spread over K connections; with -http1, over HTTP/1.1,
+each client on a connection of its own. The request bodies are
 encoded before the clock starts, and the clients warm up for -warmup first
 (those events are appended too, and counted apart). It prints events per
 second, the latency of one request (p50, p90, p99, p99.9) and the CPU the
@@ -69,6 +70,7 @@ Examples:
   trail bench -n 5000 -batch 1 -c 1 -json
   trail bench -server https://127.0.0.1:8443 -n 1000000 -batch 1000 -c 4
   trail bench -server https://127.0.0.1:8443 -n 200000 -batch 1 -c 64
+  trail bench -server https://127.0.0.1:8443 -n 200000 -batch 1 -c 64 -http1
   trail bench -server https://127.0.0.1:8443 -n 5000 -batch 1 -c 1 -json
 
 Flags:
@@ -92,6 +94,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Lookup("server").Usage = "load the trail server at `URL` instead of the engine"
 	conns := fs.Int("conns", 0, "with -server, the `number` of TCP connections (default one per 8 clients, at most 8)")
 	warmup := fs.Duration("warmup", 500*time.Millisecond, "with -server, how long to append before measuring")
+	http1 := fs.Bool("http1", false, "with -server, speak HTTP/1.1, each client on a connection of its own, instead of HTTP/2")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -123,7 +126,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if len(engine) > 0 {
 			return usageError{fmt.Sprintf("%s: only without -server (the engine alone)", strings.Join(engine, ", "))}
 		}
-		hc := bench.HTTPConfig{URL: *conn.server, N: cfg.N, Batch: cfg.Batch, Clients: cfg.Concurrency, Conns: *conns, Warmup: *warmup}
+		hc := bench.HTTPConfig{URL: *conn.server, N: cfg.N, Batch: cfg.Batch, Clients: cfg.Concurrency, Conns: *conns, HTTP1: *http1, Warmup: *warmup}
 		if *warmup <= 0 {
 			hc.Warmup = -1 // one request per client
 		}
@@ -179,7 +182,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	var online []string
 	fs.Visit(func(f *flag.Flag) {
-		if slices.Contains([]string{"cacert", "cert", "cert-key", "token", "conns", "warmup"}, f.Name) {
+		if slices.Contains([]string{"cacert", "cert", "cert-key", "token", "conns", "warmup", "http1"}, f.Name) {
 			online = append(online, "-"+f.Name)
 		}
 	})

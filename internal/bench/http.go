@@ -40,8 +40,12 @@ type HTTPConfig struct {
 	Clients int
 	// Conns is the number of TCP connections the clients are spread over,
 	// each multiplexing its clients' requests with HTTP/2. Default
-	// DefaultConns(Clients).
+	// DefaultConns(Clients). With HTTP1, each client has a connection of
+	// its own, and Conns must be 0 or Clients.
 	Conns int
+	// HTTP1 makes the clients speak HTTP/1.1 (one request in flight per
+	// connection, as most log shippers do) instead of HTTP/2.
+	HTTP1 bool
 	// TLS is the client's TLS configuration: RootCAs and, for mutual TLS,
 	// Certificates. Required. RunHTTP uses a clone, with MinVersion raised
 	// to TLS 1.3 unless set.
@@ -93,6 +97,8 @@ func (c *HTTPConfig) Validate() error {
 		return fmt.Errorf("-c must be at least 1, not %d", c.Clients)
 	case c.Conns < 0:
 		return fmt.Errorf("-conns must not be negative, not %d", c.Conns)
+	case c.HTTP1 && c.Conns != 0 && c.Conns != c.Clients:
+		return fmt.Errorf("-conns %d with -http1: each of the %d clients has a connection of its own", c.Conns, c.Clients)
 	case c.TLS == nil:
 		return errors.New("no TLS configuration")
 	}
@@ -220,7 +226,9 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (*HTTPResult, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Conns == 0 {
+	if cfg.HTTP1 {
+		cfg.Conns = cfg.Clients
+	} else if cfg.Conns == 0 {
 		cfg.Conns = DefaultConns(cfg.Clients)
 	}
 	cfg.Conns = min(cfg.Conns, cfg.Clients)
@@ -263,15 +271,22 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (*HTTPResult, error) {
 	if tc.MinVersion == 0 {
 		tc.MinVersion = tls.VersionTLS13
 	}
+	if cfg.HTTP1 {
+		tc.NextProtos = []string{"http/1.1"}
+	}
 	for range cfg.Conns {
 		// One Transport per connection: a Transport keeps a single HTTP/2
-		// connection to a host for as long as it has free streams.
+		// connection to a host for as long as it has free streams, and
+		// one client on it keeps a single HTTP/1.1 connection.
 		tr := &http.Transport{
 			TLSClientConfig:     tc.Clone(),
-			ForceAttemptHTTP2:   true,
+			ForceAttemptHTTP2:   !cfg.HTTP1,
 			DisableCompression:  true,
 			MaxIdleConnsPerHost: cfg.Clients,
 			TLSHandshakeTimeout: cfg.Timeout,
+		}
+		if cfg.HTTP1 {
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // no HTTP/2
 		}
 		defer tr.CloseIdleConnections()
 		r.clients = append(r.clients, &http.Client{Transport: tr, Timeout: cfg.Timeout})

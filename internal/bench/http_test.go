@@ -134,16 +134,18 @@ func TestRunHTTP(t *testing.T) {
 	for _, tt := range []struct {
 		name                  string
 		n, batch, clients, cn int
+		http1                 bool
 		wantConns, wantReqs   int
 	}{
-		{"batches with a shorter last", 250, 7, 3, 0, 1, 36},
-		{"single events over two connections", 40, 1, 4, 2, 2, 40},
-		{"one request", 5, 10, 2, 0, 1, 1},
+		{"batches with a shorter last", 250, 7, 3, 0, false, 1, 36},
+		{"single events over two connections", 40, 1, 4, 2, false, 2, 40},
+		{"one request", 5, 10, 2, 0, false, 1, 1},
+		{"HTTP/1.1, a connection per client", 60, 1, 3, 0, true, 3, 60},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := int(s.log.Size())
 			res, err := bench.RunHTTP(t.Context(), bench.HTTPConfig{
-				URL: s.url, N: tt.n, Batch: tt.batch, Clients: tt.clients, Conns: tt.cn, TLS: tc, Warmup: -1,
+				URL: s.url, N: tt.n, Batch: tt.batch, Clients: tt.clients, Conns: tt.cn, HTTP1: tt.http1, TLS: tc, Warmup: -1,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -156,8 +158,12 @@ func TestRunHTTP(t *testing.T) {
 			if res.WarmupRequests != tt.clients || res.WarmupEvents != tt.clients*min(tt.batch, tt.n) {
 				t.Errorf("warm-up: %d requests, %d events; want %d, %d", res.WarmupRequests, res.WarmupEvents, tt.clients, tt.clients*min(tt.batch, tt.n))
 			}
-			if res.Protocol != "HTTP/2.0" || res.TLSVersion != "TLS 1.3" {
-				t.Errorf("protocol %q over %q, want HTTP/2.0 over TLS 1.3", res.Protocol, res.TLSVersion)
+			proto := "HTTP/2.0"
+			if tt.http1 {
+				proto = "HTTP/1.1"
+			}
+			if res.Protocol != proto || res.TLSVersion != "TLS 1.3" {
+				t.Errorf("protocol %q over %q, want %s over TLS 1.3", res.Protocol, res.TLSVersion, proto)
 			}
 			if !(0 < res.P50Ms && res.P50Ms <= res.P99Ms && res.P99Ms <= res.P999Ms && res.P999Ms <= res.MaxMs) {
 				t.Errorf("latencies p50 %v, p99 %v, p99.9 %v, max %v: want 0 < p50 <= p99 <= p99.9 <= max", res.P50Ms, res.P99Ms, res.P999Ms, res.MaxMs)
@@ -171,7 +177,7 @@ func TestRunHTTP(t *testing.T) {
 			if err := res.WriteText(&text); err != nil {
 				t.Fatal(err)
 			}
-			for _, want := range []string{"events/s", "p99.9", "HTTP/2.0, TLS 1.3", "errors  "} {
+			for _, want := range []string{"events/s", "p99.9", proto + ", TLS 1.3", "errors  "} {
 				if !strings.Contains(text.String(), want) {
 					t.Errorf("WriteText output lacks %q:\n%s", want, text.String())
 				}
@@ -292,6 +298,7 @@ func TestHTTPValidate(t *testing.T) {
 		{bench.HTTPConfig{URL: "https://h", N: 1, Batch: 0, Clients: 1, TLS: tc}, "-batch"},
 		{bench.HTTPConfig{URL: "https://h", N: 1, Batch: 1, Clients: 0, TLS: tc}, "-c"},
 		{bench.HTTPConfig{URL: "https://h", N: 1, Batch: 1, Clients: 1, Conns: -1, TLS: tc}, "-conns"},
+		{bench.HTTPConfig{URL: "https://h", N: 1, Batch: 1, Clients: 4, Conns: 2, HTTP1: true, TLS: tc}, "-conns"},
 	} {
 		err := tt.cfg.Validate()
 		if err == nil || !strings.HasPrefix(err.Error(), tt.flag+" ") && !strings.HasPrefix(err.Error(), tt.flag+":") {
