@@ -95,6 +95,7 @@ type Log struct {
 	// gathering is set while the committer holds requests it has not yet
 	// handed to the sync loop (see syncLoop).
 	gathering atomic.Bool
+	queued    atomic.Int64 // requests ever queued
 
 	mu  sync.RWMutex
 	pub edge // the durable tree, as readers see it
@@ -259,6 +260,7 @@ func (l *Log) Append(ctx context.Context, entries ...[]byte) (int64, error) {
 	select {
 	case l.reqs <- req:
 		l.closeMu.RUnlock()
+		l.queued.Add(1)
 	case <-ctx.Done():
 		l.closeMu.RUnlock()
 		return 0, ctx.Err()
@@ -354,9 +356,11 @@ func (w *written) entries() int {
 func (l *Log) syncLoop() {
 	defer l.wg.Done()
 	var ws []written
+	last := 0 // entries the previous sync carried
 	for w := range l.writes {
 		ws = append(ws[:0], w)
 		n := w.entries()
+		queued, idle := l.queued.Load(), 0
 	drain:
 		for {
 			select {
@@ -371,12 +375,25 @@ func (l *Log) syncLoop() {
 				// acknowledged are coming back. Wait, yielding, for the
 				// committer to hand them over, so that one sync carries
 				// them all instead of alternating in two halves.
-				if n >= mergeEntries || !l.gathering.Load() {
+				if n >= mergeEntries {
 					break drain
+				}
+				if !l.gathering.Load() {
+					if n >= last {
+						break drain
+					}
+					// Fewer than last time: more may be on their
+					// way, as long as yielding brings requests.
+					if q := l.queued.Load(); q != queued {
+						queued, idle = q, 0
+					} else if idle++; idle > 2 {
+						break drain
+					}
 				}
 				runtime.Gosched()
 			}
 		}
+		last = n
 		l.syncAndAck(ws)
 		clear(ws)
 	}
