@@ -353,6 +353,9 @@ func (w *written) entries() int {
 
 // syncLoop makes written batches durable, as many per sync as were written
 // while the previous sync ran, then publishes and acknowledges them in order.
+// A sync of fewer than mergeEntries entries waits, yielding, for the
+// committer's batch in progress and for the callers the previous sync
+// acknowledged (docs/DESIGN.md, "Group commit, pipelined").
 func (l *Log) syncLoop() {
 	defer l.wg.Done()
 	var ws []written
