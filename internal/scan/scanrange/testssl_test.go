@@ -160,7 +160,8 @@ func differences(endpoint string, trail, ts found) []string {
 
 // testsslEnv extends the live comparison to every endpoint of the range
 // and records what testssl.sh found there in recordedPath. By default the
-// suite runs testssl.sh on testsslSuite only: testssl.sh is a bash script
+// suite runs testssl.sh on testsslSuite and one turn of rotation's only:
+// testssl.sh is a bash script
 // that forks some 2,900 processes for -p -E on the simplest endpoint, 30-34
 // CPU-seconds each, so the whole range takes some 11 minutes of the 2-core
 // test machine, more than scripts/test's budget allows beside the rest of
@@ -253,14 +254,71 @@ func readRecording() (*recording, error) {
 // reach, and a server-enforced order.
 var testsslSuite = []string{"hardened", "tls10-only", "weak-server-order"}
 
+// testsslRotating is how many more endpoints each run of the suite runs
+// testssl.sh on besides testsslSuite, in turns, so that consecutive runs
+// go round the whole range and check that the recording still holds.
+const testsslRotating = 3
+
+// turnEnv names the turn to run (by default, the hours since 1970 modulo
+// the number of turns), so that a run can be repeated.
+const turnEnv = "TRAIL_SCANRANGE_TURN"
+
+// rotation returns this run's turn, how many turns go round the range,
+// and the turn's endpoints.
+func rotation() (turn, turns int, names []string) {
+	var others []string
+	for _, e := range rangeEndpoints {
+		if !slices.Contains(testsslSuite, e.name) {
+			others = append(others, e.name)
+		}
+	}
+	turns = (len(others) + testsslRotating - 1) / testsslRotating
+	turn = int(time.Now().Unix() / 3600 % int64(turns))
+	if v, err := strconv.Atoi(os.Getenv(turnEnv)); err == nil && v >= 0 {
+		turn = v % turns
+	}
+	lo := turn * testsslRotating
+	return turn, turns, others[lo:min(lo+testsslRotating, len(others))]
+}
+
+// testsslVersion is the installed testssl.sh's Debian version, or
+// "unknown".
+func testsslVersion() string {
+	out, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", "testssl.sh").Output()
+	if err != nil || len(out) == 0 {
+		return "unknown"
+	}
+	return string(out)
+}
+
+// drift lists where testssl.sh's findings of this run (now) differ from
+// its recorded ones (rec) at the endpoint, leaving out the suites it finds
+// only in some runs (intermittent disagreements).
+func drift(endpoint string, rec, now found) []string {
+	var out []string
+	for _, d := range differences(endpoint, rec, now) {
+		key := strings.Replace(d, " only in testssl.sh", " only in trail scan", 1)
+		if disagreements[key].intermittent {
+			continue
+		}
+		d = strings.Replace(d, " only in trail scan", " in the recording, not found by testssl.sh now", 1)
+		d = strings.Replace(d, " only in testssl.sh", " found by testssl.sh now, not in the recording", 1)
+		out = append(out, d)
+	}
+	return out
+}
+
 // compareTestssl runs testssl.sh -p -E (protocols, and each protocol's
 // suites) on the endpoints and compares with trail scan's reports.
 func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Report) {
 	if testing.Short() {
 		t.Skip("testssl.sh takes minutes; not with -short")
 	}
-	names := testsslSuite
-	if os.Getenv(testsslEnv) != "" {
+	rec, recErr := readRecording()
+	installed := testsslVersion()
+	var names []string
+	switch {
+	case os.Getenv(testsslEnv) != "":
 		// The hardened endpoint first, so that its time is measured
 		// with the fewest runs beside it.
 		names = []string{"hardened"}
@@ -269,8 +327,20 @@ func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Repor
 				names = append(names, e.name)
 			}
 		}
-	} else {
-		t.Logf("comparing %d of the %d endpoints; set %s=1 (and go test -timeout 60m) for all", len(names), len(rangeEndpoints), testsslEnv)
+	case recErr != nil:
+		t.Fatalf("%v (record it with %s=1)", recErr, testsslEnv)
+	case rec.Testssl != installed:
+		// A recording holds only for the testssl.sh that made it.
+		t.Logf("%s was recorded with testssl.sh %s, this machine has %s: running it on every endpoint (record again with %s=1)",
+			recordedPath, rec.Testssl, installed, testsslEnv)
+		for _, e := range rangeEndpoints {
+			names = append(names, e.name)
+		}
+	default:
+		turn, turns, rotating := rotation()
+		names = append(slices.Clone(testsslSuite), rotating...)
+		t.Logf("comparing %d of the %d endpoints with testssl.sh run now: %s, and this run's turn (%d of %d; %s=%d runs it again) %s; set %s=1 (and go test -timeout 60m) for all",
+			len(names), len(rangeEndpoints), strings.Join(testsslSuite, ", "), turn, turns, turnEnv, turn, strings.Join(rotating, ", "), testsslEnv)
 	}
 	cmd, err := testssl.Command()
 	if err != nil {
@@ -379,12 +449,22 @@ func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Repor
 			writeRecording(t, live)
 		}
 	} else {
+		// Where testssl.sh ran now, it must still find what it
+		// recorded: else the recording the other endpoints are
+		// compared with is stale.
+		for name, l := range live {
+			re, err := rec.found(name)
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			lf, _ := l.found()
+			for _, d := range drift(name, re, lf) {
+				t.Errorf("%s (record again with %s=1)", d, testsslEnv)
+			}
+		}
 		// The endpoints testssl.sh did not run on now: trail scan's
 		// findings of this run against testssl.sh's recorded ones.
-		rec, err := readRecording()
-		if err != nil {
-			t.Fatalf("%v (record it with %s=1)", err, testsslEnv)
-		}
 		for _, e := range rangeEndpoints {
 			if compared[e.name] {
 				continue
@@ -418,10 +498,7 @@ func compareTestssl(t *testing.T, rs *rangeSetup, reports map[string]*scan.Repor
 // writeRecording replaces recordedPath with testssl.sh's findings of this
 // run, on every endpoint.
 func writeRecording(t *testing.T, live map[string]recordedEndpoint) {
-	version := "unknown"
-	if out, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", "testssl.sh").Output(); err == nil {
-		version = string(out)
-	}
+	version := testsslVersion()
 	rec := recording{
 		Comment: "testssl.sh -p -E on every endpoint of the range (internal/scan/scanrange). Written by " +
 			testsslEnv + "=1 go test -timeout 60m -run TestRange ./internal/scan/scanrange; " +
@@ -474,5 +551,71 @@ func TestRecording(t *testing.T) {
 	want := []string{"hardened: TLS 1.3 TLS_AES_128_GCM_SHA256 only in trail scan"}
 	if got := differences("hardened", f, ts); !slices.Equal(got, want) {
 		t.Errorf("with TLS_AES_128_GCM_SHA256 removed from the recording, differences = %q, want %q", got, want)
+	}
+}
+
+// TestRotation checks that the turns go round every endpoint that
+// testsslSuite leaves out, each once, and that turnEnv picks the turn.
+func TestRotation(t *testing.T) {
+	t.Setenv(turnEnv, "0")
+	_, turns, _ := rotation()
+	seen := map[string]int{}
+	for k := range turns {
+		t.Setenv(turnEnv, strconv.Itoa(k))
+		turn, _, names := rotation()
+		if turn != k || len(names) == 0 || len(names) > testsslRotating {
+			t.Errorf("%s=%d: turn %d with %q, want turn %d with 1 to %d endpoints", turnEnv, k, turn, names, k, testsslRotating)
+		}
+		t.Logf("turn %d: %s", k, strings.Join(names, ", "))
+		for _, n := range names {
+			seen[n]++
+		}
+	}
+	for _, e := range rangeEndpoints {
+		want := 1
+		if slices.Contains(testsslSuite, e.name) {
+			want = 0
+		}
+		if seen[e.name] != want {
+			t.Errorf("%s is in %d turns, want %d", e.name, seen[e.name], want)
+		}
+	}
+}
+
+// TestDrift checks the comparison of testssl.sh's findings now with its
+// recorded ones: a change is reported, a suite it finds only in some runs
+// is not.
+func TestDrift(t *testing.T) {
+	rec, err := readRecording()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"hardened", "rc4"} {
+		f, err := rec.found(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := drift(name, f, f); len(d) != 0 {
+			t.Errorf("%s: drift from itself: %q", name, d)
+		}
+	}
+	rc4, _ := rec.found("rc4")
+	now, _ := rec.found("rc4")
+	delete(now.suites[tls12], 0x0005) // TLS_RSA_WITH_RC4_128_SHA, found in some runs only
+	if d := drift("rc4", rc4, now); len(d) != 0 {
+		t.Errorf("rc4 without an intermittent suite: drift %q, want none", d)
+	}
+	hardened, _ := rec.found("hardened")
+	now, _ = rec.found("hardened")
+	delete(now.suites[tls13], 0x1301)
+	want := []string{"hardened: TLS 1.3 TLS_AES_128_GCM_SHA256 in the recording, not found by testssl.sh now"}
+	if d := drift("hardened", hardened, now); !slices.Equal(d, want) {
+		t.Errorf("hardened without TLS_AES_128_GCM_SHA256: drift %q, want %q", d, want)
+	}
+	now, _ = rec.found("hardened")
+	now.protocols[tls10] = true
+	want = []string{"hardened: TLS 1.0 found by testssl.sh now, not in the recording"}
+	if d := drift("hardened", hardened, now); !slices.Equal(d, want) {
+		t.Errorf("hardened with TLS 1.0: drift %q, want %q", d, want)
 	}
 }
